@@ -1,0 +1,82 @@
+/* The internal backend interface: a backend is a struct of function pointers
+ * behind an opaque handle (ggml-backend style). The context validates every
+ * argument before calling in, so backends may assume: tensors are non-empty,
+ * buffers belong to this backend and are large enough, dtypes are the ones the
+ * operation accepts, params are valid. Backends never call each other. */
+#ifndef QK_BACKEND_H
+#define QK_BACKEND_H
+
+#include "qkern.h"
+
+typedef struct qk_backend qk_backend;
+
+/* Per-candidate sums of one fused error pass. */
+typedef struct qk_error_sums {
+    double sse;          /* sum of (x - dequant(quant(x)))^2 over finite elements */
+    double sse_inliers;  /* the same over elements with fence_lo <= x <= fence_hi */
+    int64_t clipped;     /* finite elements outside [params.clip_lo, params.clip_hi] */
+} qk_error_sums;
+
+/* What one fused error pass counted, shared by all candidates. */
+typedef struct qk_error_counts {
+    int64_t n_finite;
+    int64_t n_inliers;
+    int64_t nonfinite_count;
+    int64_t first_nonfinite; /* -1 if none */
+} qk_error_counts;
+
+typedef struct qk_backend_iface {
+    /* Free everything the backend owns, then the backend itself. */
+    void (*destroy)(qk_backend *be);
+    /* Describe the device the backend runs on. */
+    qk_status (*device_info)(qk_backend *be, qk_device_info *out);
+
+    /* Device memory: allocate bytes, returning the backend's handle. */
+    qk_status (*buffer_alloc)(qk_backend *be, size_t bytes, void **handle);
+    /* Wrap caller-owned native memory (device pointer, cl_mem) into a handle (optional). */
+    qk_status (*buffer_wrap)(qk_backend *be, void *native, size_t bytes, void **handle);
+    /* Release a handle; owned says whether the memory itself is the backend's to free. */
+    void (*buffer_free)(qk_backend *be, void *handle, int owned);
+    /* Copy host -> device buffer. */
+    qk_status (*buffer_write)(qk_backend *be, void *handle, size_t offset, const void *src, size_t bytes);
+    /* Copy device buffer -> host. */
+    qk_status (*buffer_read)(qk_backend *be, void *handle, size_t offset, void *dst, size_t bytes);
+
+    /* Exact min/max of the finite elements, plus non-finite count and first index. */
+    qk_status (*minmax)(qk_backend *be, const qk_tensor *x, qk_minmax_result *out);
+    /* Order statistics: values[j] = the ranks[j]-th smallest (0-based) of the keys,
+     * keys being x (or |x| with QK_ABS), finite elements only with
+     * QK_IGNORE_NONFINITE; ranks ascending, each < number of keys. -0 orders
+     * before +0. Values are exact (converted to double). */
+    qk_status (*select)(qk_backend *be, const qk_tensor *x, unsigned flags, const int64_t *ranks, size_t nranks,
+                        double *values);
+    /* codes = quantize(x) by params (non-finite: NaN -> clamp(zp), +-Inf -> qmax/qmin). */
+    qk_status (*quantize)(qk_backend *be, const qk_tensor *x, const qk_qparams *params, qk_tensor *codes);
+    /* out (F32) = (codes - zero_point) * scale. */
+    qk_status (*dequantize)(qk_backend *be, const qk_tensor *codes, const qk_qparams *params, qk_tensor *out);
+    /* One pass over x for k parameter sets: sums[i] for params[i]; non-finite
+     * elements are counted in *counts and skipped. Fixed reduction order: the same
+     * input gives the same bits every run. */
+    qk_status (*error)(qk_backend *be, const qk_tensor *x, const qk_qparams *params, size_t k, double fence_lo,
+                       double fence_hi, qk_error_sums *sums, qk_error_counts *counts);
+} qk_backend_iface;
+
+struct qk_backend {
+    const qk_backend_iface *iface;
+    void *impl;      /* the backend's own state */
+    qk_context *ctx; /* for qk_set_error(); not owned */
+};
+
+/* Backend constructors: device is the QKERN_DEVICE index (0 by default).
+ * Each returns QK_ERR_UNSUPPORTED when not compiled in, QK_ERR_NO_DEVICE when no
+ * device answers, with the reason set in ctx. */
+qk_status qk_cpu_backend_create(qk_context *ctx, int device, qk_backend **out);
+qk_status qk_opencl_backend_create(qk_context *ctx, int device, qk_backend **out);
+qk_status qk_cuda_backend_create(qk_context *ctx, int device, qk_backend **out);
+
+/* Backend queries for qkern info (never fail for their own kind). */
+void qk_cpu_backend_query(qk_backend_info *out);
+void qk_opencl_backend_query(qk_backend_info *out);
+void qk_cuda_backend_query(qk_backend_info *out);
+
+#endif

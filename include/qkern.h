@@ -1,0 +1,291 @@
+/* qkern — tensor quantization on the GPU (CUDA, OpenCL) with an exact CPU reference.
+ *
+ * One public header. Every entry point returns a qk_status; qk_status_string()
+ * names it and qk_context_message() holds a one-line detail of the last failure
+ * in that context. All sizes and indices are 64-bit. The library never prints,
+ * never exits and never aborts.
+ *
+ * The numeric contract (formulas, rounding, percentile definition, degenerate
+ * ranges) is DESIGN.md's; every backend returns the same codes, min, max and
+ * percentiles bit for bit, and the same MSE within 1e-6 relative.
+ */
+#ifndef QKERN_H
+#define QKERN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(QKERN_SHARED_BUILD)
+#define QK_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define QK_API __attribute__((visibility("default")))
+#else
+#define QK_API
+#endif
+
+#define QKERN_VERSION_MAJOR 0
+#define QKERN_VERSION_MINOR 1
+#define QKERN_VERSION_PATCH 0
+
+/* ---- status ----------------------------------------------------------- */
+
+typedef enum qk_status {
+    QK_OK = 0,
+    QK_ERR_INVALID_ARG,  /* a bad argument: the message names it */
+    QK_ERR_NO_MEMORY,    /* host or device allocation failed */
+    QK_ERR_UNSUPPORTED,  /* backend not built in, dtype or option not supported there */
+    QK_ERR_NO_DEVICE,    /* backend built in but no usable device (no driver, no platform) */
+    QK_ERR_NONFINITE,    /* input holds NaN/Inf: qk_context_nonfinite() gives count and first index */
+    QK_ERR_RANGE,        /* parameters not representable (zero point outside int32, scale overflow) */
+    QK_ERR_BACKEND,      /* a CUDA/OpenCL call failed: the message names the call and its code */
+    QK_ERR_IO,           /* file I/O failed (used by the I/O helpers and the CLI) */
+    QK_ERR_FORMAT,       /* a malformed or hostile file (bad header, truncated data, overflow) */
+    QK_STATUS_COUNT
+} qk_status;
+
+/* A static English name for a status ("QK_ERR_RANGE: value out of range ..."). */
+QK_API const char *qk_status_string(qk_status status);
+
+/* ---- types ------------------------------------------------------------- */
+
+typedef enum qk_backend_kind {
+    QK_BACKEND_AUTO = 0, /* CUDA if a device answers, else OpenCL (GPU, then CPU), else CPU */
+    QK_BACKEND_CPU,      /* the single-threaded reference: the oracle for the others */
+    QK_BACKEND_OPENCL,
+    QK_BACKEND_CUDA,
+    QK_BACKEND_COUNT
+} qk_backend_kind;
+
+typedef enum qk_dtype {
+    QK_F32 = 0,
+    QK_F64,
+    QK_F16,
+    QK_BF16,
+    QK_U8,
+    QK_I8,
+    QK_U16,
+    QK_I16,
+    QK_I32,
+    QK_DTYPE_COUNT
+} qk_dtype;
+
+typedef enum qk_scheme {
+    QK_ASYMMETRIC = 0, /* unsigned codes 0 .. 2^b-1, range [lo, hi], zero point */
+    QK_SYMMETRIC       /* signed codes, clip c, zero point 0 */
+} qk_scheme;
+
+typedef enum qk_calib_method {
+    QK_CALIB_MINMAX = 0,
+    QK_CALIB_PERCENTILE,
+    QK_CALIB_GRIDSEARCH
+} qk_calib_method;
+
+typedef enum qk_objective {
+    QK_OBJECTIVE_MSE = 0,     /* mean squared error over all elements */
+    QK_OBJECTIVE_MSE_INLIERS  /* over elements inside Tukey's fences [Q1-k*IQR, Q3+k*IQR] */
+} qk_objective;
+
+/* Flags for qk_minmax() and qk_percentiles(). */
+#define QK_IGNORE_NONFINITE 1u /* skip NaN/Inf instead of failing with QK_ERR_NONFINITE */
+#define QK_ABS              2u /* percentiles of |x| instead of x (qk_percentiles only) */
+
+typedef struct qk_context qk_context; /* opaque: one backend, one device */
+typedef struct qk_buffer qk_buffer;   /* opaque: memory owned by (or wrapped into) a context's device */
+
+/* A tensor argument: n elements of dtype, either in host memory (host != NULL)
+ * or in a context's buffer (buffer != NULL, starting offset bytes in). Exactly
+ * one of host/buffer is set. The shape does not matter to per-tensor operations. */
+typedef struct qk_tensor {
+    qk_dtype dtype;
+    int64_t n;
+    void *host;
+    qk_buffer *buffer;
+    int64_t offset;
+} qk_tensor;
+
+/* Quantization parameters. Build them with qk_qparams_from_range(),
+ * qk_qparams_from_scale() or qk_calibrate(); they are plain data. */
+typedef struct qk_qparams {
+    qk_scheme scheme;
+    int bits;           /* 2..16 */
+    int narrow_range;   /* symmetric only: qmin = -(2^(b-1)-1) */
+    float scale;        /* > 0, finite */
+    int32_t zero_point; /* 0 for symmetric */
+    int32_t qmin, qmax;
+    double clip_lo, clip_hi; /* the calibrated range the parameters came from */
+} qk_qparams;
+
+typedef struct qk_minmax_result {
+    double min, max;          /* exact values of the input (-0 orders before +0) */
+    double absmax;            /* max(|min|, |max|) */
+    int64_t n_finite;         /* elements that were counted */
+    int64_t nonfinite_count;  /* NaN and +-Inf elements */
+    int64_t first_nonfinite;  /* index of the first, or -1 */
+} qk_minmax_result;
+
+/* Per-call calibration settings. Start from qk_calib_options_default(). */
+typedef struct qk_calib_options {
+    qk_scheme scheme;          /* default asymmetric */
+    int bits;                  /* default 8 */
+    int narrow_range;          /* default 0 */
+    int include_zero;          /* default 0: asymmetric range widened to contain 0 */
+    int ignore_nonfinite;      /* default 0: NaN/Inf are QK_ERR_NONFINITE */
+    qk_calib_method method;    /* default minmax */
+    double percentile;         /* QK_CALIB_PERCENTILE: p in [50,100] (asym), (0,100] (sym) */
+    const double *grid;        /* QK_CALIB_GRIDSEARCH: explicit candidate list, or NULL ... */
+    size_t grid_len;
+    double grid_start, grid_stop, grid_step; /* ... else p_i = start + i*step up to stop; default 99:100:0.01 */
+    qk_objective objective;    /* default mse */
+    double fence_k;            /* default 3 (Tukey's far-out fences) */
+} qk_calib_options;
+
+/* One grid-search candidate (also filled for minmax/percentile, as a 1-row table). */
+typedef struct qk_candidate {
+    double percentile;  /* 100 for minmax */
+    double clip_lo, clip_hi;
+    float scale;
+    int32_t zero_point;
+    int64_t clipped;    /* elements outside [clip_lo, clip_hi] */
+    double mse;         /* over all counted elements */
+    double mse_inliers; /* over elements inside the fences */
+} qk_candidate;
+
+typedef struct qk_calib_result {
+    qk_qparams params;        /* the chosen parameters */
+    size_t best;              /* index of the chosen row in candidates */
+    qk_candidate *candidates; /* owned: release with qk_calib_result_release() */
+    size_t n_candidates;
+    double fence_lo, fence_hi; /* Tukey's fences used by mse_inliers */
+    int64_t n;                 /* elements counted (finite ones) */
+    int64_t n_inliers;
+} qk_calib_result;
+
+typedef struct qk_error_result {
+    double mse;         /* mean of (x - dequant(quant(x)))^2, accumulated in double */
+    double sse;         /* the sum */
+    int64_t n;          /* elements counted */
+    int64_t clipped;    /* elements outside [clip_lo, clip_hi] of the params */
+} qk_error_result;
+
+#define QK_MAX_DEVICES 16
+
+typedef struct qk_device_info {
+    char name[128];
+    char vendor[64];
+    char type[16];         /* "cpu", "gpu", "accelerator" */
+    char version[64];      /* driver / platform version */
+    uint64_t global_mem;   /* bytes, 0 if unknown */
+} qk_device_info;
+
+typedef struct qk_backend_info {
+    qk_backend_kind kind;
+    const char *name;      /* "cpu", "opencl", "cuda" */
+    int compiled;          /* built into this library */
+    int available;         /* compiled and at least one device answers */
+    char reason[256];      /* why not available, empty if available */
+    int n_devices;
+    qk_device_info devices[QK_MAX_DEVICES];
+} qk_backend_info;
+
+/* ---- context ------------------------------------------------------------ */
+
+/* Create a context on one backend. AUTO honours QKERN_BACKEND=cpu|opencl|cuda;
+ * QKERN_DEVICE=N picks the device index. On failure *out is NULL and, when
+ * message/message_len are given, the reason is copied there. */
+QK_API qk_status qk_context_create(qk_backend_kind kind, qk_context **out, char *message, size_t message_len);
+QK_API qk_status qk_context_destroy(qk_context *ctx);
+/* The detail of the last failure in this context ("" if none). */
+QK_API const char *qk_context_message(const qk_context *ctx);
+QK_API qk_backend_kind qk_context_backend(const qk_context *ctx);
+/* Device description of the context's device. */
+QK_API qk_status qk_context_device(const qk_context *ctx, qk_device_info *out);
+/* After QK_ERR_NONFINITE: how many non-finite elements and the first index. */
+QK_API qk_status qk_context_nonfinite(const qk_context *ctx, int64_t *count, int64_t *first_index);
+
+QK_API const char *qk_backend_name(qk_backend_kind kind);
+/* Parse "auto", "cpu", "opencl", "cuda". */
+QK_API qk_status qk_backend_parse(const char *name, qk_backend_kind *out);
+/* Whether a backend is compiled in and which devices it sees; never fails for a valid kind. */
+QK_API qk_status qk_backend_query(qk_backend_kind kind, qk_backend_info *out);
+
+QK_API const char *qk_dtype_name(qk_dtype dtype);
+QK_API size_t qk_dtype_size(qk_dtype dtype);
+
+/* ---- buffers (device-resident data) ------------------------------------- */
+
+QK_API qk_status qk_buffer_create(qk_context *ctx, size_t bytes, qk_buffer **out);
+/* Wrap caller memory of the context's backend: a CUDA device pointer, a cl_mem,
+ * or a host pointer for the CPU backend. The caller keeps ownership. */
+QK_API qk_status qk_buffer_wrap(qk_context *ctx, void *native, size_t bytes, qk_buffer **out);
+QK_API qk_status qk_buffer_destroy(qk_context *ctx, qk_buffer *buf);
+QK_API qk_status qk_buffer_write(qk_context *ctx, qk_buffer *buf, size_t offset, const void *src, size_t bytes);
+QK_API qk_status qk_buffer_read(qk_context *ctx, const qk_buffer *buf, size_t offset, void *dst, size_t bytes);
+QK_API size_t qk_buffer_size(const qk_buffer *buf);
+
+/* Tensor helpers. */
+QK_API qk_tensor qk_tensor_host(qk_dtype dtype, const void *data, int64_t n);
+QK_API qk_tensor qk_tensor_buffer(qk_dtype dtype, qk_buffer *buf, int64_t offset, int64_t n);
+
+/* ---- parameters --------------------------------------------------------- */
+
+QK_API qk_status qk_calib_options_default(qk_calib_options *opts);
+
+/* qmin/qmax of a scheme: asymmetric 0..2^b-1; symmetric -2^(b-1)..2^(b-1)-1
+ * (narrow: -(2^(b-1)-1)). */
+QK_API qk_status qk_code_range(qk_scheme scheme, int bits, int narrow_range, int32_t *qmin, int32_t *qmax);
+
+/* Parameters from a range by DESIGN's formulas: asymmetric uses [lo, hi]
+ * (widened to 0 when include_zero, or when lo == hi), symmetric uses
+ * c = max(|lo|, |hi|). ctx may be NULL (no message then). */
+QK_API qk_status qk_qparams_from_range(qk_context *ctx, qk_scheme scheme, int bits, int narrow_range,
+                                       int include_zero, double lo, double hi, qk_qparams *out);
+/* Parameters given by the caller (stored scales). scale must be finite and > 0,
+ * zero_point must be 0 for symmetric. */
+QK_API qk_status qk_qparams_from_scale(qk_context *ctx, qk_scheme scheme, int bits, int narrow_range,
+                                       float scale, int32_t zero_point, qk_qparams *out);
+/* The code dtype that holds a scheme/bit width: U8/I8 up to 8 bits, U16/I16 up to 16. */
+QK_API qk_status qk_code_dtype(const qk_qparams *params, qk_dtype *out);
+
+/* ---- operations ---------------------------------------------------------- */
+
+/* Exact min and max of a float tensor; flags: QK_IGNORE_NONFINITE. Fills *out
+ * even when it returns QK_ERR_NONFINITE. */
+QK_API qk_status qk_minmax(qk_context *ctx, const qk_tensor *x, unsigned flags, qk_minmax_result *out);
+
+/* numpy.percentile(x, p) (method "linear", numpy 1.24) for each of np values of
+ * p in [0, 100], bit for bit, by selection (no sort). flags: QK_IGNORE_NONFINITE
+ * (like nanpercentile), QK_ABS (percentiles of |x|). */
+QK_API qk_status qk_percentiles(qk_context *ctx, const qk_tensor *x, const double *p, size_t np,
+                                unsigned flags, double *out);
+
+/* Calibrate parameters by opts->method and report the table. Release the result. */
+QK_API qk_status qk_calibrate(qk_context *ctx, const qk_tensor *x, const qk_calib_options *opts,
+                              qk_calib_result *out);
+QK_API qk_status qk_calib_result_release(qk_calib_result *res);
+
+/* The grid of a start:stop:step range: p_i = start + i*step, i = 0..floor((stop-start)/step + 1e-9),
+ * never past stop. Call with p == NULL to get the count. */
+QK_API qk_status qk_grid_expand(double start, double stop, double step, double *p, size_t cap, size_t *count);
+
+/* codes = clamp(rint(x / scale) + zero_point, qmin, qmax) into a U8/I8/U16/I16/I32
+ * tensor of the same n that can hold [qmin, qmax]. NaN gives the code of 0
+ * (the zero point, clamped); +Inf qmax; -Inf qmin. */
+QK_API qk_status qk_quantize(qk_context *ctx, const qk_tensor *x, const qk_qparams *params, qk_tensor *codes);
+
+/* out (F32) = (codes - zero_point) * scale, in float. codes: U8/I8/U16/I16/I32. */
+QK_API qk_status qk_dequantize(qk_context *ctx, const qk_tensor *codes, const qk_qparams *params, qk_tensor *out);
+
+/* MSE of the quantize -> dequantize round trip without materialising codes.
+ * flags: QK_IGNORE_NONFINITE (otherwise non-finite input is QK_ERR_NONFINITE). */
+QK_API qk_status qk_quant_error(qk_context *ctx, const qk_tensor *x, const qk_qparams *params, unsigned flags,
+                                qk_error_result *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QKERN_H */
