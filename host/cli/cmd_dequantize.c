@@ -1,0 +1,200 @@
+/* qkern dequantize: integer codes back to float32, x = (q - zero_point) * scale.
+ * The codes may come from any tool, so the parameters are given, not read
+ * from a side file, and any zero point is accepted for signed codes too. */
+#include <float.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "args.h"
+#include "big_alloc.h"
+#include "cli.h"
+#include "input.h"
+#include "json_out.h"
+#include "npy.h"
+#include "options.h"
+#include "qkern.h"
+#include "report.h"
+
+void cmd_dequantize_usage(void)
+{
+    fputs("Usage: qkern dequantize Q.npy -o OUT.npy --scale S --zero-point Z [--backend B] [--json]\n"
+          "\n"
+          "Dequantize integer codes (uint8, int8, uint16, int16 or int32 .npy) into a float32\n"
+          ".npy of the same shape: OUT = (Q - Z) * S, computed in float32. OUT.npy is written\n"
+          "to a temporary file and renamed, so a failure never leaves a partial file.\n"
+          "\n"
+          "Options:\n"
+          "  -o, --output OUT.npy   where to write the values (required)\n"
+          "  --scale S              the scale, a finite float32 > 0 (required)\n"
+          "  --zero-point Z         the zero point, an int32 (required; 0 for symmetric codes)\n"
+          "  --backend B            auto|cpu|opencl|cuda (default auto)\n"
+          "  --json                 print {\"backend\",\"n\",\"scale\",\"zero_point\",\"output\"}\n"
+          "  -h, --help             show this help\n",
+          stdout);
+}
+
+typedef struct dequantize_args {
+    const char *input, *output;
+    int have_scale, have_zero_point;
+    float scale;
+    int32_t zero_point;
+    qk_backend_kind backend;
+    int json;
+} dequantize_args;
+
+/* Returns 0 to go on, CLI_EXIT_USAGE, or -1 when --help was printed. */
+static int parse(int argc, char **argv, dequantize_args *a)
+{
+    static const cli_option opts[] = {CLI_OPT_OUTPUT, CLI_OPT_SCALE, CLI_OPT_ZERO_POINT, CLI_OPT_BACKEND,
+                                      CLI_OPT_JSON};
+    cli_parser p;
+    cli_parser_init(&p, "dequantize", argc, argv, opts, CLI_N_OPTS(opts));
+    const char *value;
+    double s;
+    long l;
+    int rc;
+    for (int id; (id = cli_next(&p, &value)) != CLI_ARG_END;) {
+        switch (id) {
+        case CLI_ARG_HELP:
+            cmd_dequantize_usage();
+            return -1;
+        case CLI_ARG_ERROR:
+            return CLI_EXIT_USAGE;
+        case CLI_ARG_POSITIONAL:
+            if (a->input)
+                return cli_usage_error("dequantize", "unexpected argument '%s' (one input file)", value);
+            a->input = value;
+            break;
+        case OPT_OUTPUT:
+            if (!value[0])
+                return cli_usage_error("dequantize", "empty output path");
+            a->output = value;
+            break;
+        case OPT_SCALE:
+            if ((rc = cli_parse_double("dequantize", "--scale", value, 0.0, FLT_MAX, &s)) != 0)
+                return rc;
+            if (!((float)s > 0.0f))
+                return cli_usage_error("dequantize", "invalid value '%s' for --scale: must be > 0 as a float32",
+                                       value);
+            a->scale = (float)s;
+            a->have_scale = 1;
+            break;
+        case OPT_ZERO_POINT:
+            if ((rc = cli_parse_long("dequantize", "--zero-point", value, INT32_MIN, INT32_MAX, &l)) != 0)
+                return rc;
+            a->zero_point = (int32_t)l;
+            a->have_zero_point = 1;
+            break;
+        case OPT_BACKEND:
+            if ((rc = cli_parse_backend("dequantize", value, &a->backend)) != 0)
+                return rc;
+            break;
+        case OPT_JSON:
+            a->json = 1;
+            break;
+        }
+    }
+    if (!a->input)
+        return cli_usage_error("dequantize", "missing input file");
+    if (!a->output)
+        return cli_usage_error("dequantize", "missing -o OUT.npy");
+    if (!a->have_scale)
+        return cli_usage_error("dequantize", "missing --scale");
+    if (!a->have_zero_point)
+        return cli_usage_error("dequantize", "missing --zero-point");
+    return 0;
+}
+
+/* qk_dequantize reads only scale and zero_point; the rest describes the code
+ * dtype so the parameters are self-consistent (the dtype's whole range). */
+static void params_for(qk_dtype dtype, float scale, int32_t zero_point, qk_qparams *q)
+{
+    memset(q, 0, sizeof *q);
+    q->scale = scale;
+    q->zero_point = zero_point;
+    switch (dtype) {
+    case QK_U8:  q->scheme = QK_ASYMMETRIC; q->bits = 8;  q->qmin = 0;         q->qmax = UINT8_MAX; break;
+    case QK_U16: q->scheme = QK_ASYMMETRIC; q->bits = 16; q->qmin = 0;         q->qmax = UINT16_MAX; break;
+    case QK_I8:  q->scheme = QK_SYMMETRIC;  q->bits = 8;  q->qmin = INT8_MIN;  q->qmax = INT8_MAX; break;
+    case QK_I16: q->scheme = QK_SYMMETRIC;  q->bits = 16; q->qmin = INT16_MIN; q->qmax = INT16_MAX; break;
+    default:     q->scheme = QK_SYMMETRIC;  q->bits = 16; q->qmin = INT32_MIN; q->qmax = INT32_MAX; break;
+    }
+    q->clip_lo = ((double)q->qmin - zero_point) * scale;
+    q->clip_hi = ((double)q->qmax - zero_point) * scale;
+}
+
+int cmd_dequantize(int argc, char **argv)
+{
+    dequantize_args a;
+    memset(&a, 0, sizeof a);
+    a.backend = QK_BACKEND_AUTO;
+    int rc = parse(argc, argv, &a);
+    if (rc)
+        return rc < 0 ? CLI_EXIT_OK : rc;
+
+    qk_npy npy;
+    if ((rc = cli_open_code_input(a.input, &npy)) != 0)
+        return rc;
+    qk_context *ctx = NULL;
+    void *out = NULL;
+    size_t bytes = 0;
+    if ((rc = cli_context_open(a.backend, &ctx)) != 0)
+        goto done;
+
+    if ((uint64_t)npy.n > SIZE_MAX / sizeof(float)) {
+        rc = cli_status_error(QK_ERR_NO_MEMORY, "the output does not fit in memory", "dequantizing %s", a.input);
+        goto done;
+    }
+    bytes = (size_t)npy.n * sizeof(float);
+    out = qk_big_alloc(bytes);
+    if (!out) {
+        rc = cli_status_error(QK_ERR_NO_MEMORY, "", "allocating %zu bytes of output", bytes);
+        goto done;
+    }
+
+    qk_qparams q;
+    params_for(npy.dtype, a.scale, a.zero_point, &q);
+    qk_tensor codes = qk_tensor_host(npy.dtype, npy.data, npy.n);
+    qk_tensor x = qk_tensor_host(QK_F32, out, npy.n);
+    qk_status st = qk_dequantize(ctx, &codes, &q, &x);
+    if (st != QK_OK) {
+        rc = cli_lib_error(ctx, st, "dequantizing %s", a.input);
+        goto done;
+    }
+    char err[512] = "";
+    st = qk_npy_write(a.output, QK_F32, npy.ndim, npy.shape, out, err, sizeof err);
+    if (st != QK_OK) {
+        rc = cli_status_error(st, err, "writing %s", a.output);
+        goto done;
+    }
+
+    if (a.json) {
+        cli_json j;
+        cli_json_init(&j);
+        cli_json_string(&j, j.root, "backend", qk_backend_name(qk_context_backend(ctx)));
+        cli_json_int(&j, j.root, "n", npy.n);
+        cli_json_double(&j, j.root, "scale", (double)a.scale);
+        cli_json_int(&j, j.root, "zero_point", a.zero_point);
+        cli_json_string(&j, j.root, "output", a.output);
+        rc = cli_json_emit(&j);
+        cli_json_free(&j);
+    } else {
+        char shape[128], scale[32];
+        cli_format_shape(&npy, shape, sizeof shape);
+        cli_format_double(scale, (double)a.scale);
+        printf("%s -> %s: float32 %s from %s, backend %s\n", a.input, a.output, shape, qk_dtype_name(npy.dtype),
+               qk_backend_name(qk_context_backend(ctx)));
+        printf("  scale       %s\n", scale);
+        printf("  zero_point  %" PRId32 "\n", a.zero_point);
+    }
+
+done:
+    if (out)
+        qk_big_free(out, bytes);
+    if (ctx)
+        qk_context_destroy(ctx);
+    qk_npy_close(&npy);
+    return rc;
+}

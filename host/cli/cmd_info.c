@@ -1,0 +1,147 @@
+/* qkern info: which backends are built in, which answer, and their devices.
+ * With --backend it doubles as a probe for scripts: exit 0 only when that
+ * backend can be used. */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "args.h"
+#include "cli.h"
+#include "input.h"
+#include "json_out.h"
+#include "options.h"
+#include "qkern.h"
+#include "report.h"
+
+void cmd_info_usage(void)
+{
+    fputs("Usage: qkern info [--json] [--backend NAME]\n"
+          "\n"
+          "List the backends (cpu, opencl, cuda): compiled in, available, devices.\n"
+          "\n"
+          "Options:\n"
+          "  --json           print one JSON object:\n"
+          "                   {\"backends\":[{\"name\",\"compiled\",\"available\",\"reason\",\n"
+          "                   \"devices\":[{\"name\",\"vendor\",\"type\",\"version\",\"global_mem\"}]}]}\n"
+          "                   (\"reason\" only when not available)\n"
+          "  --backend NAME   only this backend (auto|cpu|opencl|cuda; auto shows the one\n"
+          "                   that would be picked); exit 0 if available, 1 if not\n"
+          "  -h, --help       show this help\n",
+          stdout);
+}
+
+static void print_text(const qk_backend_info *b)
+{
+    if (b->available)
+        printf("%-7s available, %d device%s\n", b->name, b->n_devices, b->n_devices == 1 ? "" : "s");
+    else
+        printf("%-7s %s: %s\n", b->name, b->compiled ? "not available" : "not compiled",
+               b->reason[0] ? b->reason : "(no reason given)");
+    for (int d = 0; d < b->n_devices && d < QK_MAX_DEVICES; d++) {
+        const qk_device_info *dev = &b->devices[d];
+        printf("  [%d] %s (%s, %s", d, dev->name, dev->vendor[0] ? dev->vendor : "unknown vendor",
+               dev->type[0] ? dev->type : "unknown type");
+        if (dev->version[0])
+            printf(", %s", dev->version);
+        if (dev->global_mem)
+            printf(", %.1f GiB", (double)dev->global_mem / (1024.0 * 1024.0 * 1024.0));
+        printf(")\n");
+    }
+}
+
+static void add_json(cli_json *j, cJSON *list, const qk_backend_info *b)
+{
+    cJSON *o = cli_json_object(j, list, NULL);
+    cli_json_string(j, o, "name", b->name);
+    cli_json_bool(j, o, "compiled", b->compiled);
+    cli_json_bool(j, o, "available", b->available);
+    if (!b->available)
+        cli_json_string(j, o, "reason", b->reason);
+    cJSON *devs = cli_json_array(j, o, "devices");
+    for (int d = 0; d < b->n_devices && d < QK_MAX_DEVICES; d++) {
+        const qk_device_info *dev = &b->devices[d];
+        cJSON *jd = cli_json_object(j, devs, NULL);
+        cli_json_string(j, jd, "name", dev->name);
+        cli_json_string(j, jd, "vendor", dev->vendor);
+        cli_json_string(j, jd, "type", dev->type);
+        cli_json_string(j, jd, "version", dev->version);
+        cli_json_uint(j, jd, "global_mem", dev->global_mem);
+    }
+}
+
+/* AUTO is not a backend of its own: ask the library which one it picks. */
+static int resolve_auto(qk_backend_kind *kind)
+{
+    qk_context *ctx;
+    int rc = cli_context_open(QK_BACKEND_AUTO, &ctx);
+    if (rc)
+        return rc;
+    *kind = qk_context_backend(ctx);
+    qk_context_destroy(ctx);
+    return 0;
+}
+
+int cmd_info(int argc, char **argv)
+{
+    static const cli_option opts[] = {CLI_OPT_JSON, CLI_OPT_BACKEND};
+    cli_parser p;
+    cli_parser_init(&p, "info", argc, argv, opts, CLI_N_OPTS(opts));
+    int json = 0, rc, one = 0;
+    qk_backend_kind only = QK_BACKEND_AUTO;
+    const char *value;
+    for (int id; (id = cli_next(&p, &value)) != CLI_ARG_END;) {
+        switch (id) {
+        case CLI_ARG_HELP:
+            cmd_info_usage();
+            return CLI_EXIT_OK;
+        case CLI_ARG_ERROR:
+            return CLI_EXIT_USAGE;
+        case CLI_ARG_POSITIONAL:
+            return cli_usage_error("info", "unexpected argument '%s'", value);
+        case OPT_JSON:
+            json = 1;
+            break;
+        case OPT_BACKEND:
+            if ((rc = cli_parse_backend("info", value, &only)) != 0)
+                return rc;
+            one = 1;
+            break;
+        }
+    }
+    if (one && only == QK_BACKEND_AUTO && (rc = resolve_auto(&only)) != 0)
+        return rc;
+
+    static const qk_backend_kind all[] = {QK_BACKEND_CPU, QK_BACKEND_OPENCL, QK_BACKEND_CUDA};
+    const qk_backend_kind *kinds = one ? &only : all;
+    size_t n_kinds = one ? 1 : 3;
+
+    cli_json j = {0};
+    cJSON *list = NULL;
+    if (json) {
+        cli_json_init(&j);
+        list = cli_json_array(&j, j.root, "backends");
+    }
+    int all_available = 1;
+    for (size_t k = 0; k < n_kinds; k++) {
+        qk_backend_info info;
+        qk_status st = qk_backend_query(kinds[k], &info);
+        if (st != QK_OK) {
+            cli_json_free(&j);
+            return cli_status_error(st, NULL, "querying backend %s", qk_backend_name(kinds[k]));
+        }
+        all_available &= info.available != 0;
+        if (json)
+            add_json(&j, list, &info);
+        else
+            print_text(&info);
+        if (one && !info.available)
+            fprintf(stderr, "qkern: backend %s is not available%s%s\n", info.name, info.reason[0] ? ": " : "",
+                    info.reason);
+    }
+    if (json) {
+        rc = cli_json_emit(&j);
+        cli_json_free(&j);
+        if (rc)
+            return rc;
+    }
+    return one && !all_available ? CLI_EXIT_RUNTIME : CLI_EXIT_OK;
+}
