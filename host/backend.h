@@ -41,6 +41,10 @@ typedef struct qk_backend_iface {
     qk_status (*buffer_write)(qk_backend *be, void *handle, size_t offset, const void *src, size_t bytes);
     /* Copy device buffer -> host. */
     qk_status (*buffer_read)(qk_backend *be, void *handle, size_t offset, void *dst, size_t bytes);
+    /* Copy device buffer -> device buffer, on the device (optional: without it the
+     * context copies through host memory). The bench's copy-bandwidth yardstick. */
+    qk_status (*buffer_copy)(qk_backend *be, void *dst, size_t dst_offset, void *src, size_t src_offset,
+                             size_t bytes);
 
     /* Exact min/max of the finite elements, plus non-finite count and first index. */
     qk_status (*minmax)(qk_backend *be, const qk_tensor *x, qk_minmax_result *out);

@@ -263,6 +263,31 @@ qk_status qk_buffer_read(qk_context *ctx, const qk_buffer *buf, size_t offset, v
     return ctx->backend->iface->buffer_read(ctx->backend, buf->handle, offset, dst, bytes);
 }
 
+qk_status qk_buffer_copy(qk_context *ctx, qk_buffer *dst, size_t dst_offset, const qk_buffer *src,
+                         size_t src_offset, size_t bytes)
+{
+    qk_status st = check_span(ctx, dst, dst_offset, bytes, dst, "qk_buffer_copy: dst");
+    if (st == QK_OK) st = check_span(ctx, src, src_offset, bytes, src, "qk_buffer_copy: src");
+    if (st != QK_OK || bytes == 0) return st;
+    if (src == dst && src_offset < dst_offset + bytes && dst_offset < src_offset + bytes) {
+        return qk_set_error(ctx, QK_ERR_INVALID_ARG, "qk_buffer_copy: source and destination ranges overlap");
+    }
+    const qk_backend_iface *f = ctx->backend->iface;
+    if (f->buffer_copy) return f->buffer_copy(ctx->backend, dst->handle, dst_offset, src->handle, src_offset, bytes);
+    /* Through the host, in slices, for a backend without a device copy. */
+    enum { SLICE = 16 << 20 };
+    char *tmp = malloc(bytes < SLICE ? bytes : SLICE);
+    if (!tmp) return qk_set_error(ctx, QK_ERR_NO_MEMORY, "qk_buffer_copy: no host memory for staging");
+    for (size_t done = 0; done < bytes && st == QK_OK;) {
+        size_t len = bytes - done < SLICE ? bytes - done : SLICE;
+        st = f->buffer_read(ctx->backend, src->handle, src_offset + done, tmp, len);
+        if (st == QK_OK) st = f->buffer_write(ctx->backend, dst->handle, dst_offset + done, tmp, len);
+        done += len;
+    }
+    free(tmp);
+    return st;
+}
+
 size_t qk_buffer_size(const qk_buffer *buf)
 {
     return buf ? buf->bytes : 0;

@@ -224,6 +224,10 @@ QK_API qk_status qk_buffer_wrap(qk_context *ctx, void *native, size_t bytes, qk_
 QK_API qk_status qk_buffer_destroy(qk_context *ctx, qk_buffer *buf);
 QK_API qk_status qk_buffer_write(qk_context *ctx, qk_buffer *buf, size_t offset, const void *src, size_t bytes);
 QK_API qk_status qk_buffer_read(qk_context *ctx, const qk_buffer *buf, size_t offset, void *dst, size_t bytes);
+/* Device-to-device copy within the context (src and dst may be the same buffer
+ * if the ranges do not overlap). */
+QK_API qk_status qk_buffer_copy(qk_context *ctx, qk_buffer *dst, size_t dst_offset, const qk_buffer *src,
+                                size_t src_offset, size_t bytes);
 QK_API size_t qk_buffer_size(const qk_buffer *buf);
 
 /* Tensor helpers. */
@@ -251,6 +255,8 @@ QK_API qk_status qk_qparams_from_scale(qk_context *ctx, qk_scheme scheme, int bi
 QK_API qk_status qk_code_dtype(const qk_qparams *params, qk_dtype *out);
 
 /* ---- operations ---------------------------------------------------------- */
+/* Every operation has finished, on the device too, when it returns: timing a
+ * call times the work. */
 
 /* Exact min and max of a float tensor; flags: QK_IGNORE_NONFINITE. Fills *out
  * even when it returns QK_ERR_NONFINITE. */

@@ -105,7 +105,7 @@ static void test_large_gridsearch(void **state)
     qk_calib_result r;
     assert_int_equal(qk_calibrate(ctx, &t, &o, &r), QK_OK);
     assert_int_equal(r.n_candidates, 3);
-    float *ax = malloc((size_t)n * 4);
+    float *ax = calloc((size_t)n, 4);
     for (int64_t i = 0; i < n; i++) ax[i] = fabsf(x[i]);
     float *as = ref_sorted_f32(ax, n);
     double *ab = malloc((size_t)n * sizeof *ab);

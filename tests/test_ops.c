@@ -98,7 +98,7 @@ static void check_percentiles_f32(const float *x, int64_t n, unsigned flags)
     double got[N_SPECIAL];
     qk_tensor t = qk_tensor_host(QK_F32, x, n);
     assert_int_equal(qk_percentiles(ctx, &t, special_p, N_SPECIAL, flags, got), QK_OK);
-    float *y = malloc((size_t)n * 4);
+    float *y = calloc((size_t)n, 4);
     for (int64_t i = 0; i < n; i++) y[i] = (flags & QK_ABS) ? fabsf(x[i]) : x[i];
     float *s = ref_sorted_f32(y, n);
     double *d = malloc((size_t)n * sizeof *d);
@@ -400,6 +400,17 @@ static void test_buffers(void **state)
     qk_tensor odd = qk_tensor_buffer(QK_F32, bx, 2, 4);
     assert_int_equal(qk_minmax(ctx, &odd, 0, &mb), QK_ERR_INVALID_ARG);
     assert_int_equal(qk_buffer_write(ctx, bc, N - 1, x, 2), QK_ERR_INVALID_ARG);
+    /* device-to-device copy */
+    qk_buffer *bd;
+    assert_int_equal(qk_buffer_create(ctx, N * 4, &bd), QK_OK);
+    assert_int_equal(qk_buffer_copy(ctx, bd, 0, bx, 64, N * 4), QK_OK);
+    float *xr = malloc(N * 4);
+    assert_int_equal(qk_buffer_read(ctx, bd, 0, xr, N * 4), QK_OK);
+    assert_memory_equal(xr, x, N * 4);
+    free(xr);
+    assert_int_equal(qk_buffer_copy(ctx, bd, 0, bx, 64, N * 4 + 4), QK_ERR_INVALID_ARG);
+    assert_int_equal(qk_buffer_copy(ctx, bx, 0, bx, 8, 64), QK_ERR_INVALID_ARG); /* overlap */
+    assert_int_equal(qk_buffer_destroy(ctx, bd), QK_OK);
     assert_int_equal(qk_buffer_destroy(ctx, bx), QK_OK);
     assert_int_equal(qk_buffer_destroy(ctx, bc), QK_OK);
     free(x);

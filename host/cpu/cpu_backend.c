@@ -93,6 +93,13 @@ static qk_status cpu_buffer_read(qk_backend *be, void *handle, size_t offset, vo
     return QK_OK;
 }
 
+static qk_status cpu_buffer_copy(qk_backend *be, void *dst, size_t dst_offset, void *src, size_t src_offset,
+                                size_t bytes)
+{
+    memcpy((char *)dst + dst_offset, (const char *)src + src_offset, bytes);
+    return QK_OK;
+}
+
 /* ---- min/max ------------------------------------------------------------------ */
 
 static qk_status cpu_minmax(qk_backend *be, const qk_tensor *x, qk_minmax_result *out)
@@ -266,6 +273,7 @@ static const qk_backend_iface cpu_iface = {
     .buffer_free = cpu_buffer_free,
     .buffer_write = cpu_buffer_write,
     .buffer_read = cpu_buffer_read,
+    .buffer_copy = cpu_buffer_copy,
     .minmax = cpu_minmax,
     .select = cpu_select,
     .quantize = cpu_quantize,

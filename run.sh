@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# qkern's two entry points, for a fresh Debian 12 machine (as root):
+#   bash run.sh demo   install what is needed, build, quantize a large tensor and the
+#                      worked example on the best available backend, print the report
+#   bash run.sh test   install what is needed, build (release and ASan+UBSan), run every test
+# Other verbs: deps (install only), build (release build only).
+set -euo pipefail
+cd "$(dirname "$0")"
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+# Debian packages only; python3-numpy (Debian's 1.24) is the reference numpy.
+PACKAGES=(build-essential cmake pkg-config git libcmocka-dev libcjson-dev python3 python3-numpy
+          python3-matplotlib ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo)
+
+deps() {
+    local missing=()
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "run.sh: missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+        exit 1
+    fi
+    echo "run.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+}
+
+build() { # build DIR [cmake args...]
+    local dir=$1; shift
+    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" > "$dir.configure.log" 2>&1 ||
+        { cat "$dir.configure.log"; exit 1; }
+    cmake --build "$dir" -j "$JOBS" 2>&1 | grep -E "warning|error" || true
+    cmake --build "$dir" -j "$JOBS" > /dev/null
+}
+
+demo() {
+    deps
+    mkdir -p build
+    build build
+    local q=build/qkern out=build/demo
+    mkdir -p "$out"
+    /usr/bin/python3 - "$out" <<'PY'
+import sys, numpy as np
+out = sys.argv[1]
+rng = np.random.default_rng(2026)
+n = 1 << 26  # 64 Mi float32 weights: Laplace bulk, a few huge outliers
+x = rng.laplace(0.0, 0.02, n).astype(np.float32)
+idx = rng.choice(n, 64, replace=False)
+x[idx] = rng.uniform(-4.0, 4.0, 64).astype(np.float32)
+np.save(f"{out}/weights.npy", x)
+w = np.concatenate([rng.uniform(-80, 100, 1000), [580.0]]).astype(np.float32)
+np.save(f"{out}/worked.npy", w)
+PY
+    echo "== backends"
+    $q info
+    echo
+    echo "== a large tensor: $out/weights.npy (2^26 float32, Laplace with 64 outliers)"
+    $q stats "$out/weights.npy" -p 0.01 -p 1 -p 50 -p 99 -p 99.99
+    echo
+    $q gridsearch "$out/weights.npy" --grid 99.9:100:0.01 --objective mse-inliers
+    echo
+    $q quantize "$out/weights.npy" -o "$out/weights.q8.npy" --calib gridsearch:99.9:100:0.01 \
+        --objective mse-inliers
+    echo
+    echo "== the worked case: 1000 values uniform in [-80, 100) and one outlier at 580, 8-bit"
+    $q gridsearch "$out/worked.npy" --grid 90:100:0.1 --objective mse-inliers | sed -n '1,3p;/^\*/p;/best/p'
+    for calib in minmax percentile:99 gridsearch:90:100:0.1; do
+        $q quantize "$out/worked.npy" -o "$out/worked.q8.npy" --calib "$calib" --objective mse-inliers
+    done
+}
+
+run_tests() { # DIR
+    (cd "$1" && ctest --output-on-failure -j "$JOBS" --timeout 1500)
+}
+
+test_all() {
+    deps
+    mkdir -p build build-asan
+    build build
+    run_tests build
+    # The suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
+    build build-asan -DQKERN_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 run_tests build-asan
+}
+
+case "${1:-}" in
+    deps) deps ;;
+    build) deps; mkdir -p build; build build ;;
+    demo) demo ;;
+    test) test_all ;;
+    *) echo "usage: bash run.sh demo|test|deps|build" >&2; exit 2 ;;
+esac
