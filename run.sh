@@ -66,7 +66,7 @@ PY
         --objective mse-inliers
     echo
     echo "== the worked case: 1000 values uniform in [-80, 100) and one outlier at 580, 8-bit"
-    $q gridsearch "$out/worked.npy" --grid 90:100:0.1 --objective mse-inliers | sed -n '1,3p;/^\*/p;/best/p'
+    $q gridsearch "$out/worked.npy" --grid 90:100:0.1 --objective mse-inliers | sed -n '1,2p;/^\*/p'
     for calib in minmax percentile:99 gridsearch:90:100:0.1; do
         $q quantize "$out/worked.npy" -o "$out/worked.q8.npy" --calib "$calib" --objective mse-inliers
     done

@@ -209,6 +209,15 @@ qk_status qk_calibrate(qk_context *ctx, const qk_tensor *x, const qk_calib_optio
     out->fence_hi = fences ? q[1] + opts->fence_k * (q[1] - q[0]) : INFINITY;
 
     for (size_t i = 0; i < k; i++) {
+        /* numpy's interpolation subtracts neighbours in the input's dtype, so two
+         * float32 values more than FLT_MAX apart give an infinite percentile. */
+        if (!isfinite(lo[i]) || !isfinite(hi[i])) {
+            st = qk_set_error(ctx, QK_ERR_RANGE,
+                              "percentile %g of the data is not finite (%g, %g): neighbouring values are more "
+                              "than FLT_MAX apart, so float32 interpolation overflows; use minmax or float64 input",
+                              p[i], lo[i], hi[i]);
+            goto done;
+        }
         st = qk_qparams_from_range(ctx, opts->scheme, opts->bits, opts->narrow_range, opts->include_zero, lo[i],
                                    hi[i], &params[i]);
         if (st != QK_OK) goto done;

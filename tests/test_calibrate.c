@@ -280,6 +280,14 @@ static void test_bad_options(void **state)
     o.include_zero = 1;
     assert_int_equal(qk_calibrate(ctx, &tf, &o, &r), QK_OK);
     qk_calib_result_release(&r);
+    /* float32 interpolation between values more than FLT_MAX apart overflows, as in numpy */
+    float wide[] = {-3.4e38f, 3.4e38f};
+    qk_tensor tw = qk_tensor_host(QK_F32, wide, 2);
+    qk_calib_options_default(&o);
+    o.method = QK_CALIB_PERCENTILE;
+    o.percentile = 60;
+    assert_int_equal(qk_calibrate(ctx, &tw, &o, &r), QK_ERR_RANGE);
+    assert_non_null(strstr(qk_context_message(ctx), "FLT_MAX"));
 }
 
 int main(void)

@@ -168,6 +168,8 @@ static int parse(int argc, char **argv, quantize_args *a)
 typedef struct quantize_outcome {
     qk_qparams params;
     double mse;
+    double mse_inliers; /* NaN when parameters were given */
+    double fence_lo, fence_hi;
     int64_t clipped;
     double percentile; /* NaN when parameters were given */
 } quantize_outcome;
@@ -189,6 +191,9 @@ static int calibrate(const quantize_args *a, qk_context *ctx, const qk_tensor *x
     const qk_candidate *c = &res.candidates[res.best];
     out->params = res.params;
     out->mse = c->mse;
+    out->mse_inliers = c->mse_inliers;
+    out->fence_lo = res.fence_lo;
+    out->fence_hi = res.fence_hi;
     out->clipped = c->clipped;
     out->percentile = c->percentile;
     qk_calib_result_release(&res);
@@ -206,6 +211,9 @@ static int given_params(const quantize_args *a, qk_context *ctx, const qk_tensor
     if (st != QK_OK)
         return cli_lib_error(ctx, st, "quantization error of %s", a->input);
     out->mse = err.mse;
+    out->mse_inliers = NAN;
+    out->fence_lo = -INFINITY;
+    out->fence_hi = INFINITY;
     out->clipped = err.clipped;
     out->percentile = NAN;
     return 0;
@@ -267,6 +275,8 @@ static int report(const quantize_args *a, const qk_context *ctx, const qk_npy *n
         cli_json_int(&j, j.root, "qmin", q->qmin);
         cli_json_int(&j, j.root, "qmax", q->qmax);
         cli_json_double(&j, j.root, "mse", o->mse);
+        /* over the elements inside Tukey's fences; equal to mse when no fences were needed */
+        cli_json_double(&j, j.root, "mse_inliers", o->mse_inliers);
         cli_json_double(&j, j.root, "percentile", o->percentile); /* null for a given scale */
         cli_json_int(&j, j.root, "clipped", o->clipped);
         cli_json_string(&j, j.root, "calib", calib);
@@ -288,6 +298,9 @@ static int report(const quantize_args *a, const qk_context *ctx, const qk_npy *n
     printf("  zero_point  %" PRId32 "\n", q->zero_point);
     printf("  range       [%s, %s], codes [%" PRId32 ", %" PRId32 "]\n", lo, hi, q->qmin, q->qmax);
     printf("  mse         %s\n", mse);
+    if (isfinite(o->fence_lo) || isfinite(o->fence_hi))
+        printf("  mse inliers %.6g (inside Tukey's fences [%.9g, %.9g])\n", o->mse_inliers, o->fence_lo,
+               o->fence_hi);
     printf("  clipped     %" PRId64 " of %" PRId64 "\n", o->clipped, npy->n);
     return CLI_EXIT_OK;
 }
