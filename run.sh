@@ -30,8 +30,9 @@ deps() {
 
 build() { # build DIR [cmake args...]
     local dir=$1; shift
-    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" > "$dir.configure.log" 2>&1 ||
-        { cat "$dir.configure.log"; exit 1; }
+    mkdir -p "$dir"
+    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" > "$dir/configure.log" 2>&1 ||
+        { cat "$dir/configure.log"; exit 1; }
     cmake --build "$dir" -j "$JOBS" 2>&1 | grep -E "warning|error" || true
     cmake --build "$dir" -j "$JOBS" > /dev/null
 }
