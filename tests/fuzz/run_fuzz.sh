@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Build tests/fuzz/fuzz_safetensors.c with clang's libFuzzer, AddressSanitizer
+# and UndefinedBehaviorSanitizer, and fuzz the safetensors reader for a bounded
+# time from a seed corpus of valid files made here.
+#
+#   run_fuzz.sh [SECONDS]     (default 30, or $QK_FUZZ_SECONDS)
+#
+# Exit status: 0 no crash; 1 a crash, leak, sanitizer report or build failure
+# (the crashing input is kept and its path printed); 77 skipped: no clang that
+# can link -fsanitize=fuzzer (Debian: clang-14 with libclang-rt-14-dev).
+# $QK_FUZZ_CC picks the compiler; $QK_FUZZ_KEEP=1 keeps the work directory.
+set -u
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+secs=${1:-${QK_FUZZ_SECONDS:-30}}
+work=$(mktemp -d "${TMPDIR:-/tmp}/qk_fuzz_st.XXXXXX") || exit 1
+keep=${QK_FUZZ_KEEP:-0}
+cleanup() { [ "$keep" = 1 ] || rm -rf "$work"; }
+trap cleanup EXIT
+
+# A clang whose libFuzzer runtime is installed (clang alone is not enough).
+printf '#include <stddef.h>\n#include <stdint.h>\nint LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);\nint LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n' \
+    >"$work/probe.c"
+cc=""
+for c in ${QK_FUZZ_CC:-} clang clang-19 clang-18 clang-17 clang-16 clang-15 clang-14; do
+    command -v "$c" >/dev/null 2>&1 || continue
+    if "$c" -fsanitize=fuzzer,address,undefined "$work/probe.c" -o "$work/probe" >/dev/null 2>&1; then
+        cc=$c
+        break
+    fi
+done
+if [ -z "$cc" ]; then
+    echo "SKIPPED: no clang with the libFuzzer runtime (Debian: apt-get install clang-14 libclang-rt-14-dev)"
+    exit 77
+fi
+if ! cjson_flags=$(pkg-config --cflags --libs libcjson 2>/dev/null); then
+    echo "FAILED: pkg-config does not find libcjson (Debian: libcjson-dev)"
+    exit 1
+fi
+
+echo "building the fuzz target with $cc ($("$cc" --version | head -n 1))"
+# shellcheck disable=SC2086  # cjson_flags is a list of flags
+if ! "$cc" -std=c11 -g -O1 -D_DEFAULT_SOURCE -Wall -Wextra \
+    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+    -I"$root/include" -I"$root/host/io" \
+    "$here/fuzz_safetensors.c" "$root/host/io/safetensors.c" "$root/host/io/atomic_file.c" \
+    "$root/host/io/big_alloc.c" $cjson_flags -lm -o "$work/fuzz_safetensors"; then
+    echo "FAILED: the fuzz target does not build"
+    exit 1
+fi
+
+# ---- seed corpus: valid files (and the official crate's test vectors) --------
+seeds=$work/seeds
+mkdir -p "$seeds" "$work/corpus" "$work/artifacts"
+# seed NAME HEADER DATA_BYTES: 8-byte little-endian header length, header, data.
+seed() {
+    local n=${#2} i le=""
+    for i in 0 1 2 3 4 5 6 7; do
+        le="$le\\x$(printf %02x $(((n >> (8 * i)) & 255)))"
+    done
+    {
+        printf '%b' "$le"
+        printf '%s' "$2"
+        head -c "$3" /dev/zero
+    } >"$seeds/$1"
+}
+seed empty '{}      ' 0
+seed meta '{"__metadata__":{"framework":"pt"}}     ' 0
+seed attn '{"attn.0":{"dtype":"F32","shape":[1,2,3],"data_offsets":[0,24]}}' 24
+seed aligned '{"attn0":{"dtype":"F32","shape":[1,1,2,3],"data_offsets":[0,24]}}       ' 24
+seed mixed '{"__metadata__":{"format":"pt","k":"v"},"b":{"dtype":"F32","shape":[2,1],"data_offsets":[4,12]},"a":{"dtype":"I16","shape":[2],"data_offsets":[0,4]},"c":{"dtype":"U8","shape":[0],"data_offsets":[12,12]},"d":{"dtype":"BOOL","shape":[],"data_offsets":[12,13]}}' 13
+seed kinds '{"a":{"dtype":"I64","shape":[1,2],"data_offsets":[0,16]},"b":{"dtype":"BF16","shape":[3],"data_offsets":[16,22]},"c":{"dtype":"F16","shape":[1],"data_offsets":[22,24]},"d":{"dtype":"F64","shape":[],"data_offsets":[24,32]},"e":{"dtype":"F4","shape":[2],"data_offsets":[32,33]},"f":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[33,34]},"g":{"dtype":"U64","shape":[0,5],"data_offsets":[34,34]},"h":{"dtype":"C64","shape":[1],"data_offsets":[34,42]}}' 42
+seed escapes ' {"\u00e9\n\"x":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"__metadata__":{"":"\t"}} ' 2
+
+cat >"$work/dict" <<'DICT'
+"{"
+"}"
+"["
+"]"
+"\"dtype\""
+"\"shape\""
+"\"data_offsets\""
+"\"__metadata__\""
+"\"F32\""
+"\"F64\""
+"\"F16\""
+"\"BF16\""
+"\"I8\""
+"\"U8\""
+"\"I16\""
+"\"U16\""
+"\"I32\""
+"\"U32\""
+"\"I64\""
+"\"U64\""
+"\"BOOL\""
+"\"C64\""
+"\"F4\""
+"\"F6_E2M3\""
+"\"F8_E5M2\""
+"9007199254740992"
+"4294967296"
+"\\u0000"
+"\\ud83d\\ude00"
+DICT
+
+echo "fuzzing qk_st_parse for ${secs}s"
+"$work/fuzz_safetensors" -max_total_time="$secs" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+    -error_exitcode=1 -timeout_exitcode=1 -print_final_stats=1 -dict="$work/dict" \
+    -artifact_prefix="$work/artifacts/" "$work/corpus" "$seeds" 2>"$work/log"
+rc=$?
+tail -n 25 "$work/log"
+if [ "$rc" -ne 0 ]; then
+    keep=1
+    echo "FAILED: the fuzzer found a problem (exit $rc); inputs in $work/artifacts:"
+    ls -l "$work/artifacts"
+    exit 1
+fi
+echo "PASSED: no crash in ${secs}s ($(ls "$work/corpus" | wc -l) corpus inputs)"
+exit 0
