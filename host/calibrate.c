@@ -80,7 +80,8 @@ static qk_status check_options(qk_context *ctx, const qk_calib_options *o)
 
 /* The clip range of each candidate: one selection on x for the asymmetric
  * P(100-p)/P(p) pairs and the quartiles, one on |x| for symmetric clips. */
-static qk_status clip_values(qk_context *ctx, const qk_tensor *x, const qk_calib_options *o, int64_t n,
+static qk_status clip_values(qk_context *ctx, const qk_tensor *x, qk_dtype interp, const qk_calib_options *o,
+                             int64_t n,
                              const qk_minmax_result *mm, const double *p, size_t k, int fences, double *lo,
                              double *hi, double *q1q3)
 {
@@ -105,7 +106,7 @@ static qk_status clip_values(qk_context *ctx, const qk_tensor *x, const qk_calib
             px[j++] = p[i];
         }
     }
-    qk_status st = qk_percentiles_known_n(ctx, x, ign, n, px, nx, vx);
+    qk_status st = qk_percentiles_known_n(ctx, x, interp, ign, n, px, nx, vx);
     if (st == QK_OK) {
         j = 0;
         if (fences) {
@@ -117,7 +118,7 @@ static qk_status clip_values(qk_context *ctx, const qk_tensor *x, const qk_calib
             hi[i] = vx[j++];
         }
         if (o->method != QK_CALIB_MINMAX && o->scheme == QK_SYMMETRIC) {
-            st = qk_percentiles_known_n(ctx, x, ign | QK_ABS, n, p, k, hi);
+            st = qk_percentiles_known_n(ctx, x, interp, ign | QK_ABS, n, p, k, hi);
             for (size_t i = 0; st == QK_OK && i < k; i++) lo[i] = -hi[i];
         }
     }
@@ -165,10 +166,18 @@ qk_status qk_calibrate(qk_context *ctx, const qk_tensor *x, const qk_calib_optio
     memset(out, 0, sizeof *out);
     qk_status st = qk_check_tensor(ctx, x, "qk_calibrate: x");
     if (st != QK_OK) return st;
-    if (x->dtype != QK_F32 && x->dtype != QK_F64) {
-        return qk_set_error(ctx, QK_ERR_UNSUPPORTED, "qk_calibrate: dtype %s is not supported yet (float32, float64)",
-                            qk_dtype_name(x->dtype));
-    }
+    qk_staged sx;
+    if ((st = qk_stage_float(ctx, x, "qk_calibrate: x", &sx)) != QK_OK) return st;
+    st = qk_calibrate_staged(ctx, &sx.t, sx.interp, opts, out);
+    qk_staged_release(&sx);
+    return st;
+}
+
+qk_status qk_calibrate_staged(qk_context *ctx, const qk_tensor *x, qk_dtype interp, const qk_calib_options *opts,
+                              qk_calib_result *out)
+{
+    qk_status st;
+    memset(out, 0, sizeof *out);
     if ((st = check_options(ctx, opts)) != QK_OK) return st;
 
     double *p = NULL, *lo = NULL, *hi = NULL;
@@ -203,7 +212,7 @@ qk_status qk_calibrate(qk_context *ctx, const qk_tensor *x, const qk_calib_optio
      * Otherwise they are infinite and mse_inliers equals mse. */
     int fences = opts->method == QK_CALIB_GRIDSEARCH || opts->objective == QK_OBJECTIVE_MSE_INLIERS;
     double q[2] = {0, 0};
-    st = clip_values(ctx, x, opts, mm.n_finite, &mm, p, k, fences, lo, hi, q);
+    st = clip_values(ctx, x, interp, opts, mm.n_finite, &mm, p, k, fences, lo, hi, q);
     if (st != QK_OK) goto done;
     out->fence_lo = fences ? q[0] - opts->fence_k * (q[1] - q[0]) : -INFINITY;
     out->fence_hi = fences ? q[1] + opts->fence_k * (q[1] - q[0]) : INFINITY;

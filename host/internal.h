@@ -41,8 +41,25 @@ int qk_dtype_is_code(qk_dtype dtype);
 qk_status qk_check_qparams(qk_context *ctx, const qk_qparams *p);
 
 /* Percentiles of a tensor whose finite-element count n is already known (the
- * caller ran minmax): one selection for all np values. */
-qk_status qk_percentiles_known_n(qk_context *ctx, const qk_tensor *x, unsigned flags, int64_t n, const double *p,
-                                 size_t np, double *out);
+ * caller ran minmax): one selection for all np values. interp is the dtype
+ * numpy would subtract neighbours in (the input's original dtype). */
+qk_status qk_percentiles_known_n(qk_context *ctx, const qk_tensor *x, qk_dtype interp, unsigned flags, int64_t n,
+                                 const double *p, size_t np, double *out);
+
+/* A float input as a backend takes it: F32/F64 as they are; F16/BF16 converted
+ * exactly to a float32 host copy (temp). interp keeps the original dtype. */
+typedef struct qk_staged {
+    qk_tensor t;
+    qk_dtype interp;
+    float *temp;
+} qk_staged;
+qk_status qk_stage_float(qk_context *ctx, const qk_tensor *x, const char *name, qk_staged *out);
+void qk_staged_release(qk_staged *s);
+float qk_half_to_float(uint16_t h);
+uint16_t qk_float_to_half(float f);
+
+/* Calibration of an already staged float tensor (F32/F64). */
+qk_status qk_calibrate_staged(qk_context *ctx, const qk_tensor *x, qk_dtype interp, const qk_calib_options *opts,
+                              qk_calib_result *out);
 
 #endif

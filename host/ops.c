@@ -9,9 +9,9 @@ static qk_status check_x(qk_context *ctx, const qk_tensor *x, const char *name)
 {
     qk_status st = qk_check_tensor(ctx, x, name);
     if (st != QK_OK) return st;
-    if (x->dtype != QK_F32 && x->dtype != QK_F64) {
-        return qk_set_error(ctx, QK_ERR_UNSUPPORTED, "%s: dtype %s is not supported yet (float32, float64)", name,
-                            qk_dtype_name(x->dtype));
+    if (!qk_dtype_is_float(x->dtype)) {
+        return qk_set_error(ctx, QK_ERR_UNSUPPORTED, "%s: dtype %s is not a float input (float32, float64, "
+                            "float16, bfloat16)", name, qk_dtype_name(x->dtype));
     }
     return QK_OK;
 }
@@ -45,7 +45,11 @@ qk_status qk_quantize(qk_context *ctx, const qk_tensor *x, const qk_qparams *par
         return qk_set_error(ctx, QK_ERR_INVALID_ARG, "qk_quantize: codes dtype %s cannot hold codes %d..%d",
                             qk_dtype_name(codes->dtype), (int)params->qmin, (int)params->qmax);
     }
-    return ctx->backend->iface->quantize(ctx->backend, x, params, codes);
+    qk_staged sx;
+    if ((st = qk_stage_float(ctx, x, "qk_quantize: x", &sx)) != QK_OK) return st;
+    st = ctx->backend->iface->quantize(ctx->backend, &sx.t, params, codes);
+    qk_staged_release(&sx);
+    return st;
 }
 
 qk_status qk_dequantize(qk_context *ctx, const qk_tensor *codes, const qk_qparams *params, qk_tensor *out)
@@ -91,7 +95,10 @@ qk_status qk_quant_error(qk_context *ctx, const qk_tensor *x, const qk_qparams *
     }
     qk_error_sums sums;
     qk_error_counts counts;
-    st = ctx->backend->iface->error(ctx->backend, x, params, 1, -INFINITY, INFINITY, &sums, &counts);
+    qk_staged sx;
+    if ((st = qk_stage_float(ctx, x, "qk_quant_error: x", &sx)) != QK_OK) return st;
+    st = ctx->backend->iface->error(ctx->backend, &sx.t, params, 1, -INFINITY, INFINITY, &sums, &counts);
+    qk_staged_release(&sx);
     if (st != QK_OK) return st;
     if (counts.nonfinite_count && !(flags & QK_IGNORE_NONFINITE)) {
         return qk_fail_nonfinite(ctx, "qk_quant_error", counts.nonfinite_count, counts.first_nonfinite);

@@ -35,7 +35,14 @@ static pct_plan plan_for(int64_t n, double p)
  * a + d*g below g = 0.5, b - d*(1-g) from 0.5 on. */
 static double lerp(double a, double b, double g, qk_dtype dtype)
 {
-    double d = dtype == QK_F32 ? (double)((float)b - (float)a) : b - a;
+    double d;
+    if (dtype == QK_F64) {
+        d = b - a;
+    } else if (dtype == QK_F16) { /* numpy: half - half, i.e. the exact float difference rounded to half */
+        d = (double)qk_half_to_float(qk_float_to_half((float)b - (float)a));
+    } else { /* float32; bfloat16 has no numpy reference and is subtracted in float32 */
+        d = (double)((float)b - (float)a);
+    }
     return g >= 0.5 ? b - d * (1.0 - g) : a + d * g;
 }
 
@@ -56,8 +63,8 @@ static size_t find_rank(const int64_t *ranks, size_t n, int64_t r)
     return lo;
 }
 
-qk_status qk_percentiles_known_n(qk_context *ctx, const qk_tensor *x, unsigned flags, int64_t n, const double *p,
-                                 size_t np, double *out)
+qk_status qk_percentiles_known_n(qk_context *ctx, const qk_tensor *x, qk_dtype interp, unsigned flags, int64_t n,
+                                 const double *p, size_t np, double *out)
 {
     if (np == 0) return QK_OK;
     if (n <= 0) return qk_set_error(ctx, QK_ERR_INVALID_ARG, "percentile of an empty set (no finite elements)");
@@ -84,7 +91,7 @@ qk_status qk_percentiles_known_n(qk_context *ctx, const qk_tensor *x, unsigned f
     for (size_t i = 0; i < np; i++) {
         double a = values[find_rank(ranks, nr, plans[i].lo)];
         double b = values[find_rank(ranks, nr, plans[i].hi)];
-        out[i] = lerp(a, b, plans[i].gamma, x->dtype);
+        out[i] = lerp(a, b, plans[i].gamma, interp);
     }
 done:
     free(plans);
@@ -93,29 +100,21 @@ done:
     return st;
 }
 
-static qk_status check_float_input(qk_context *ctx, const qk_tensor *x, const char *name)
-{
-    qk_status st = qk_check_tensor(ctx, x, name);
-    if (st != QK_OK) return st;
-    if (x->dtype != QK_F32 && x->dtype != QK_F64) {
-        return qk_set_error(ctx, QK_ERR_UNSUPPORTED, "%s: dtype %s is not supported yet (float32, float64)", name,
-                            qk_dtype_name(x->dtype));
-    }
-    return QK_OK;
-}
-
 qk_status qk_minmax(qk_context *ctx, const qk_tensor *x, unsigned flags, qk_minmax_result *out)
 {
     if (!ctx) return QK_ERR_INVALID_ARG;
     qk_clear_error(ctx);
     if (!out) return qk_set_error(ctx, QK_ERR_INVALID_ARG, "qk_minmax: out is NULL");
     memset(out, 0, sizeof *out);
-    qk_status st = check_float_input(ctx, x, "qk_minmax: x");
+    qk_status st = qk_check_tensor(ctx, x, "qk_minmax: x");
     if (st != QK_OK) return st;
     if (flags & ~(unsigned)QK_IGNORE_NONFINITE) {
         return qk_set_error(ctx, QK_ERR_INVALID_ARG, "qk_minmax: unknown flags 0x%x", flags);
     }
-    st = ctx->backend->iface->minmax(ctx->backend, x, out);
+    qk_staged sx;
+    if ((st = qk_stage_float(ctx, x, "qk_minmax: x", &sx)) != QK_OK) return st;
+    st = ctx->backend->iface->minmax(ctx->backend, &sx.t, out);
+    qk_staged_release(&sx);
     if (st != QK_OK) return st;
     if (out->nonfinite_count && !(flags & QK_IGNORE_NONFINITE)) {
         return qk_fail_nonfinite(ctx, "qk_minmax", out->nonfinite_count, out->first_nonfinite);
@@ -132,7 +131,7 @@ qk_status qk_percentiles(qk_context *ctx, const qk_tensor *x, const double *p, s
 {
     if (!ctx) return QK_ERR_INVALID_ARG;
     qk_clear_error(ctx);
-    qk_status st = check_float_input(ctx, x, "qk_percentiles: x");
+    qk_status st = qk_check_tensor(ctx, x, "qk_percentiles: x");
     if (st != QK_OK) return st;
     if (np && (!p || !out)) return qk_set_error(ctx, QK_ERR_INVALID_ARG, "qk_percentiles: p or out is NULL");
     if (flags & ~(unsigned)(QK_IGNORE_NONFINITE | QK_ABS)) {
@@ -143,8 +142,11 @@ qk_status qk_percentiles(qk_context *ctx, const qk_tensor *x, const double *p, s
             return qk_set_error(ctx, QK_ERR_INVALID_ARG, "qk_percentiles: p[%zu] = %g is outside [0, 100]", i, p[i]);
         }
     }
+    qk_staged sx;
+    if ((st = qk_stage_float(ctx, x, "qk_percentiles: x", &sx)) != QK_OK) return st;
     qk_minmax_result mm;
-    st = qk_minmax(ctx, x, flags & QK_IGNORE_NONFINITE, &mm);
-    if (st != QK_OK) return st;
-    return qk_percentiles_known_n(ctx, x, flags, mm.n_finite, p, np, out);
+    st = qk_minmax(ctx, &sx.t, flags & QK_IGNORE_NONFINITE, &mm);
+    if (st == QK_OK) st = qk_percentiles_known_n(ctx, &sx.t, sx.interp, flags, mm.n_finite, p, np, out);
+    qk_staged_release(&sx);
+    return st;
 }

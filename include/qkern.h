@@ -63,8 +63,8 @@ typedef enum qk_backend_kind {
 typedef enum qk_dtype {
     QK_F32 = 0,
     QK_F64,
-    QK_F16,
-    QK_BF16,
+    QK_F16,   /* IEEE half: converted exactly to float32; percentile differences rounded to half, as numpy */
+    QK_BF16,  /* bfloat16: converted exactly to float32; percentile differences in float32 */
     QK_U8,
     QK_I8,
     QK_U16,
@@ -289,6 +289,57 @@ QK_API qk_status qk_dequantize(qk_context *ctx, const qk_tensor *codes, const qk
  * flags: QK_IGNORE_NONFINITE (otherwise non-finite input is QK_ERR_NONFINITE). */
 QK_API qk_status qk_quant_error(qk_context *ctx, const qk_tensor *x, const qk_qparams *params, unsigned flags,
                                 qk_error_result *out);
+
+/* ---- granularity: per channel, per group -------------------------------- */
+
+#define QK_MAX_DIMS 32
+
+typedef enum qk_granularity {
+    QK_PER_TENSOR = 0,
+    QK_PER_CHANNEL, /* one parameter set per index along an axis (rows of an [out, in] weight for axis 0) */
+    QK_PER_GROUP    /* one per group of group_size consecutive elements along the last axis */
+} qk_granularity;
+
+/* How a tensor of n elements is split into blocks that each get their own
+ * parameters. The shape's product must equal the tensor's n. */
+typedef struct qk_layout {
+    qk_granularity granularity;
+    int ndim;
+    int64_t shape[QK_MAX_DIMS];
+    int axis;           /* per channel; negative counts from the end */
+    int64_t group_size; /* per group; must divide the last dimension */
+} qk_layout;
+
+/* Number of blocks (parameter sets) of a layout: 1, shape[axis] or n / group_size. */
+QK_API qk_status qk_layout_blocks(const qk_layout *layout, int64_t *count);
+
+typedef struct qk_block_calib_result {
+    int64_t count;         /* blocks */
+    qk_qparams *params;    /* count entries, owned */
+    qk_candidate *chosen;  /* each block's chosen row of its own calibration table, owned */
+    int64_t n;             /* elements counted over all blocks */
+    double mse;            /* over all counted elements */
+} qk_block_calib_result;
+
+/* Calibrate every block on its own (any method, any backend): block b's
+ * parameters are exactly what qk_calibrate returns for that block alone. */
+QK_API qk_status qk_calibrate_blocks(qk_context *ctx, const qk_tensor *x, const qk_layout *layout,
+                                     const qk_calib_options *opts, qk_block_calib_result *out);
+QK_API qk_status qk_block_calib_result_release(qk_block_calib_result *res);
+/* Quantize / dequantize with one parameter set per block (count must match the layout). */
+QK_API qk_status qk_quantize_blocks(qk_context *ctx, const qk_tensor *x, const qk_layout *layout,
+                                    const qk_qparams *params, int64_t count, qk_tensor *codes);
+QK_API qk_status qk_dequantize_blocks(qk_context *ctx, const qk_tensor *codes, const qk_layout *layout,
+                                      const qk_qparams *params, int64_t count, qk_tensor *out);
+
+/* ---- packed 4-bit codes ----------------------------------------------------- */
+
+/* Two codes per byte, element 2i in the low nibble and 2i+1 in the high one; an
+ * odd count leaves the last high nibble 0. Signed codes (I8 input, -8..7) are
+ * stored as 4-bit two's complement. packed holds (n + 1) / 2 bytes. Host memory. */
+QK_API qk_status qk_pack_int4(qk_context *ctx, const qk_tensor *codes, uint8_t *packed);
+/* The inverse: fills codes (U8 or I8, n elements) from (n + 1) / 2 packed bytes. */
+QK_API qk_status qk_unpack_int4(qk_context *ctx, const uint8_t *packed, qk_tensor *codes);
 
 #ifdef __cplusplus
 }

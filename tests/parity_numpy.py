@@ -338,6 +338,25 @@ def case_percentile_random(case, qk, ctx, seed, dtype, count, max_n, tag):
     case.note("%d arrays, %d p values, %d kinds" % (count, npv, len(kinds_seen)))
 
 
+def case_percentile_f16(case, qk, ctx, seed, count, max_n, tag):
+    """float16 input: numpy subtracts neighbours in half precision (d = b - a rounded to half)."""
+    npv = 0
+    for i in range(count):
+        rng = rng_for(seed, tag, i)
+        n = log_uniform_int(rng, 1, max_n)
+        kind = KINDS[int(rng.integers(0, len(KINDS)))]
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            x = gen_data(rng, n, F64, kind).astype(np.float16)
+        x[~np.isfinite(x)] = np.float16(65504.0)
+        p = gen_p(rng, n)
+        with np.errstate(over="ignore", invalid="ignore"):
+            expected = np.percentile(x, p)
+        npv += len(p)
+        check_pct_call(case, qk, ctx, x, p, 0, expected, has_both_zeros(x),
+                       "seed=[%d,%d,%d] n=%d kind=%s float16" % (seed, tag, i, n, kind))
+    case.note("%d arrays, %d p values" % (count, npv))
+
+
 def case_percentile_small_n(case, qk, ctx, seed, tag):
     """Every n from 1 to 9, every kind, both dtypes, all special p and a sweep."""
     p = np.array(SPECIAL_P + list(np.linspace(0, 100, 41)) + [12.5, 37.5, 62.5, 87.5, 1e-12, 100 - 1e-12])
@@ -885,6 +904,7 @@ def main():
     # 1. percentiles
     r.run("percentile.f32.random", case_percentile_random, qk, ctx, seed, F32, 1000 if quick else 3000, 5000, 1)
     r.run("percentile.f64.random", case_percentile_random, qk, ctx, seed, F64, 100 if quick else 300, 5000, 2)
+    r.run("percentile.f16.random", case_percentile_f16, qk, ctx, seed, 100 if quick else 300, 5000, 15)
     r.run("percentile.small_n", case_percentile_small_n, qk, ctx, seed, 3)
     r.run("percentile.many_p", case_percentile_many_p, qk, ctx, seed, 4, 20_011 if quick else 100_003)
     r.run("percentile.buffer", case_percentile_buffer, qk, ctx, seed, 5)
