@@ -15,6 +15,7 @@ int cmd_stats(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_dequantize(int argc, char **argv);
 int cmd_gridsearch(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 /* The --help text of each subcommand, printed to stdout. */
 void cmd_info_usage(void);
@@ -22,5 +23,6 @@ void cmd_stats_usage(void);
 void cmd_quantize_usage(void);
 void cmd_dequantize_usage(void);
 void cmd_gridsearch_usage(void);
+void cmd_bench_usage(void);
 
 #endif

@@ -21,6 +21,7 @@ static const command commands[] = {
     {"quantize", cmd_quantize, cmd_quantize_usage, "calibrate and quantize a tensor to integer codes"},
     {"dequantize", cmd_dequantize, cmd_dequantize_usage, "turn integer codes back into float32"},
     {"gridsearch", cmd_gridsearch, cmd_gridsearch_usage, "compare clipping percentiles by quantization error"},
+    {"bench", cmd_bench, cmd_bench_usage, "time every op on every backend (GB/s, fraction of copy)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
