@@ -1,0 +1,520 @@
+/* The CUDA backend: device choice, buffers, memory accounting, and the
+ * interface table. The runtime is linked statically and loads the driver on
+ * the first call, so a machine without one gets QK_ERR_NO_DEVICE here, with
+ * the runtime's own words for why. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+/* ---- errors and the current device ---------------------------------------------- */
+
+qk_status cu_fail(qk_backend *be, const char *call, cudaError_t err)
+{
+    (void)cudaGetLastError(); /* a non-sticky error must not resurface at the next check */
+    qk_status st = err == cudaErrorMemoryAllocation ? QK_ERR_NO_MEMORY : QK_ERR_BACKEND;
+    /* CU_CHECK passes the whole call expression: name the function */
+    int len = (int)strcspn(call, "(");
+    return qk_set_error(be ? be->ctx : NULL, st, "cuda: %.*s failed: %s (%d: %s)", len, call, cudaGetErrorName(err),
+                        (int)err, cudaGetErrorString(err));
+}
+
+qk_status cu_enter(qk_backend *be, int *prev)
+{
+    cu_state *cu = cu_of(be);
+    (void)cudaGetLastError();
+    *prev = -1;
+    if (cudaGetDevice(prev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        *prev = -1;
+    }
+    if (*prev != cu->device) {
+        cudaError_t e = cudaSetDevice(cu->device);
+        if (e != cudaSuccess) return cu_fail(be, "cudaSetDevice", e);
+    }
+    return QK_OK;
+}
+
+void cu_leave(qk_backend *be, int prev)
+{
+    if (prev >= 0 && prev != cu_of(be)->device) {
+        (void)cudaSetDevice(prev);
+        (void)cudaGetLastError();
+    }
+}
+
+/* ---- memory accounting ------------------------------------------------------------ */
+
+uint64_t cu_budget(qk_backend *be)
+{
+    cu_state *cu = cu_of(be);
+    return cu->in_use >= cu->limit ? 0 : cu->limit - cu->in_use;
+}
+
+qk_status cu_alloc(qk_backend *be, size_t bytes, int mode, void **out)
+{
+    cu_state *cu = cu_of(be);
+    const int quiet = mode != CU_REQUIRED;
+    *out = NULL;
+    if (bytes == 0) bytes = 1;
+    uint64_t room = cu_budget(be);
+    if (mode == CU_OPTIONAL && cu->limit != UINT64_MAX) {
+        room = room > QK_CU_RESERVE_BYTES ? room - QK_CU_RESERVE_BYTES : 0;
+    }
+    if ((uint64_t)bytes > room) {
+        if (quiet) return QK_ERR_NO_MEMORY;
+        return qk_set_error(be->ctx, QK_ERR_NO_MEMORY,
+                            "cuda: %zu bytes of device scratch exceed QKERN_DEVICE_MEMORY_LIMIT (%llu bytes, %llu in "
+                            "use)", bytes, (unsigned long long)cu->limit, (unsigned long long)cu->in_use);
+    }
+    cudaError_t e = cu->pools ? cudaMallocAsync(out, bytes, cu->compute) : cudaMalloc(out, bytes);
+    if (e != cudaSuccess) {
+        *out = NULL;
+        if (quiet && e == cudaErrorMemoryAllocation) {
+            (void)cudaGetLastError();
+            return QK_ERR_NO_MEMORY;
+        }
+        return cu_fail(be, cu->pools ? "cudaMallocAsync" : "cudaMalloc", e);
+    }
+    cu->in_use += bytes;
+    return QK_OK;
+}
+
+void cu_free(qk_backend *be, void *p, size_t bytes)
+{
+    cu_state *cu = cu_of(be);
+    if (!p) return;
+    if (bytes == 0) bytes = 1;
+    if (cu->pools) (void)cudaFreeAsync(p, cu->compute);
+    else (void)cudaFree(p);
+    (void)cudaGetLastError();
+    cu->in_use -= bytes < cu->in_use ? bytes : cu->in_use;
+}
+
+qk_status cu_host_alloc(qk_backend *be, size_t bytes, void **out, int *pageable)
+{
+    *pageable = 0;
+    if (cudaHostAlloc(out, bytes, cudaHostAllocDefault) == cudaSuccess) return QK_OK;
+    (void)cudaGetLastError();
+    /* pinning refused (a locked-memory limit, a sandbox): pageable memory is
+     * correct with the same calls, only the copies stop overlapping */
+    *out = malloc(bytes);
+    if (!*out) return qk_set_error(be->ctx, QK_ERR_NO_MEMORY, "cuda: out of host memory for %zu bytes of staging", bytes);
+    *pageable = 1;
+    return QK_OK;
+}
+
+void cu_host_free(void *p, int pageable)
+{
+    if (!p) return;
+    if (pageable) {
+        free(p);
+    } else {
+        (void)cudaFreeHost(p);
+        (void)cudaGetLastError();
+    }
+}
+
+qk_status cu_sync(qk_backend *be)
+{
+    cu_state *cu = cu_of(be);
+    cudaError_t e1 = cudaStreamSynchronize(cu->h2d);
+    cudaError_t e2 = cudaStreamSynchronize(cu->d2h);
+    cudaError_t e3 = cudaStreamSynchronize(cu->compute);
+    if (e3 != cudaSuccess) return cu_fail(be, "cudaStreamSynchronize", e3);
+    if (e1 != cudaSuccess) return cu_fail(be, "cudaStreamSynchronize", e1);
+    if (e2 != cudaSuccess) return cu_fail(be, "cudaStreamSynchronize", e2);
+    return QK_OK;
+}
+
+/* QKERN_DEVICE_MEMORY_LIMIT: "<bytes>[K|M|G]" (binary multiples, either case,
+ * an optional "i" after the multiple and an optional trailing "B"), at least
+ * 1M. The same grammar as the OpenCL backend's parser (host/opencl), so one
+ * value means the same on both. */
+int qk_cu_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *s == '-') return -1;
+    unsigned shift = 0;
+    switch (*end) {
+    case 'K': case 'k': shift = 10; end++; break;
+    case 'M': case 'm': shift = 20; end++; break;
+    case 'G': case 'g': shift = 30; end++; break;
+    default: break;
+    }
+    if (shift && (*end == 'i' || *end == 'I')) end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end || v == 0 || v > (UINT64_MAX >> shift)) return -1;
+    *out = (uint64_t)v << shift;
+    return *out < ((uint64_t)1 << 20) ? -1 : 0;
+}
+
+/* ---- device description -------------------------------------------------------------- */
+
+static void describe(int device, const struct cudaDeviceProp *p, qk_device_info *d)
+{
+    memset(d, 0, sizeof *d);
+    size_t len = strnlen(p->name, sizeof p->name);
+    if (len >= sizeof d->name) len = sizeof d->name - 1; /* cudaDeviceProp's name is longer */
+    memcpy(d->name, p->name, len);
+    d->name[len] = '\0';
+    snprintf(d->vendor, sizeof d->vendor, "NVIDIA");
+    snprintf(d->type, sizeof d->type, "gpu");
+    int drv = 0, rt = 0;
+    if (cudaDriverGetVersion(&drv) != cudaSuccess) drv = 0;
+    if (cudaRuntimeGetVersion(&rt) != cudaSuccess) rt = 0;
+    (void)cudaGetLastError();
+    snprintf(d->version, sizeof d->version, "sm_%d%d, CUDA driver %d.%d, runtime %d.%d, device %d", p->major, p->minor,
+             drv / 1000, (drv % 1000) / 10, rt / 1000, (rt % 1000) / 10, device);
+    d->global_mem = (uint64_t)p->totalGlobalMem;
+}
+
+/* Why no device can be used, or "" with *count set. */
+static void device_count(int *count, char *why, size_t why_len)
+{
+    *count = 0;
+    why[0] = '\0';
+    cudaError_t e = cudaGetDeviceCount(count);
+    if (e != cudaSuccess) {
+        snprintf(why, why_len, "no CUDA device: cudaGetDeviceCount returned %d (%s: %s)", (int)e, cudaGetErrorName(e),
+                 cudaGetErrorString(e));
+        (void)cudaGetLastError();
+        *count = 0;
+    } else if (*count <= 0) {
+        snprintf(why, why_len, "no CUDA device: cudaGetDeviceCount found none");
+        *count = 0;
+    }
+}
+
+/* ---- buffers --------------------------------------------------------------------------- */
+
+static qk_status cuda_buffer_alloc(qk_backend *be, size_t bytes, void **handle)
+{
+    cu_state *cu = cu_of(be);
+    int prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    cu_buf *b = calloc(1, sizeof *b);
+    if (!b) {
+        st = qk_set_error(be->ctx, QK_ERR_NO_MEMORY, "cuda: out of host memory");
+        goto done;
+    }
+    if ((uint64_t)bytes > cu_budget(be)) {
+        st = qk_set_error(be->ctx, QK_ERR_NO_MEMORY,
+                          "cuda: a %zu-byte buffer exceeds QKERN_DEVICE_MEMORY_LIMIT (%llu bytes, %llu in use)", bytes,
+                          (unsigned long long)cu->limit, (unsigned long long)cu->in_use);
+        goto done;
+    }
+    CU_CHECK(be, st, cudaMalloc(&b->ptr, bytes));
+    b->bytes = bytes;
+    cu->in_use += bytes;
+    *handle = b;
+    b = NULL;
+done:
+    free(b);
+    cu_leave(be, prev);
+    return st;
+}
+
+/* The caller's device pointer: it must be device (or managed) memory of this
+ * device, the first and the last byte. */
+static qk_status check_device_pointer(qk_backend *be, const void *p, const char *which)
+{
+    struct cudaPointerAttributes a;
+    memset(&a, 0, sizeof a);
+    cudaError_t e = cudaPointerGetAttributes(&a, p);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return qk_set_error(be->ctx, QK_ERR_INVALID_ARG,
+                            "cuda: qk_buffer_wrap: the %s byte at %p is not CUDA memory (cudaPointerGetAttributes: %s)",
+                            which, p, cudaGetErrorString(e));
+    }
+    if (a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged) {
+        return qk_set_error(be->ctx, QK_ERR_INVALID_ARG,
+                            "cuda: qk_buffer_wrap: the %s byte at %p is not device memory (memory type %d; a host "
+                            "pointer goes in a host tensor instead)", which, p, (int)a.type);
+    }
+    if (a.device != cu_of(be)->device) {
+        return qk_set_error(be->ctx, QK_ERR_INVALID_ARG,
+                            "cuda: qk_buffer_wrap: the %s byte at %p is memory of device %d, this context uses device %d",
+                            which, p, a.device, cu_of(be)->device);
+    }
+    return QK_OK;
+}
+
+static qk_status cuda_buffer_wrap(qk_backend *be, void *native, size_t bytes, void **handle)
+{
+    int prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    st = check_device_pointer(be, native, "first");
+    if (st == QK_OK && bytes > 1) st = check_device_pointer(be, (const char *)native + (bytes - 1), "last");
+    if (st == QK_OK) {
+        cu_buf *b = calloc(1, sizeof *b);
+        if (!b) {
+            st = qk_set_error(be->ctx, QK_ERR_NO_MEMORY, "cuda: out of host memory");
+        } else {
+            b->ptr = native;
+            b->bytes = bytes;
+            *handle = b;
+        }
+    }
+    cu_leave(be, prev);
+    return st;
+}
+
+static void cuda_buffer_free(qk_backend *be, void *handle, int owned)
+{
+    cu_buf *b = handle;
+    if (!b) return;
+    if (owned && b->ptr) {
+        int prev;
+        if (cu_enter(be, &prev) == QK_OK) {
+            (void)cudaFree(b->ptr);
+            (void)cudaGetLastError();
+            cu_leave(be, prev);
+        }
+        cu_state *cu = cu_of(be);
+        cu->in_use -= b->bytes < cu->in_use ? b->bytes : cu->in_use;
+    }
+    free(b);
+}
+
+static qk_status cuda_buffer_write(qk_backend *be, void *handle, size_t offset, const void *src, size_t bytes)
+{
+    cu_buf *b = handle;
+    int prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    /* on the compute stream, so every later kernel sees it; then wait, so the
+     * caller may reuse src at once */
+    CU_CHECK(be, st, cudaMemcpyAsync((char *)b->ptr + offset, src, bytes, cudaMemcpyHostToDevice, cu_of(be)->compute));
+    CU_CHECK(be, st, cudaStreamSynchronize(cu_of(be)->compute));
+done:
+    cu_leave(be, prev);
+    return st;
+}
+
+static qk_status cuda_buffer_read(qk_backend *be, void *handle, size_t offset, void *dst, size_t bytes)
+{
+    cu_buf *b = handle;
+    int prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    CU_CHECK(be, st, cudaMemcpyAsync(dst, (const char *)b->ptr + offset, bytes, cudaMemcpyDeviceToHost,
+                                     cu_of(be)->compute));
+    CU_CHECK(be, st, cudaStreamSynchronize(cu_of(be)->compute));
+done:
+    cu_leave(be, prev);
+    return st;
+}
+
+/* ---- the interface ------------------------------------------------------------------------ */
+
+static void release_state(cu_state *cu)
+{
+    for (int i = 0; i < 2; i++) {
+        if (cu->ev_in[i]) cudaEventDestroy(cu->ev_in[i]);
+        if (cu->ev_kernel[i]) cudaEventDestroy(cu->ev_kernel[i]);
+        if (cu->ev_done[i]) cudaEventDestroy(cu->ev_done[i]);
+    }
+    if (cu->dscratch) cudaFree(cu->dscratch);
+    cu_host_free(cu->hscratch, cu->hscratch_pageable);
+    cu_host_free(cu->pin, cu->pin_pageable);
+    if (cu->compute) cudaStreamDestroy(cu->compute);
+    if (cu->h2d) cudaStreamDestroy(cu->h2d);
+    if (cu->d2h) cudaStreamDestroy(cu->d2h);
+    (void)cudaGetLastError();
+}
+
+static void cuda_destroy(qk_backend *be)
+{
+    cu_state *cu = cu_of(be);
+    int prev;
+    if (cu_enter(be, &prev) == QK_OK) {
+        (void)cudaStreamSynchronize(cu->compute);
+        (void)cudaStreamSynchronize(cu->h2d);
+        (void)cudaStreamSynchronize(cu->d2h);
+        release_state(cu);
+        cu_leave(be, prev);
+    }
+    free(cu);
+    free(be);
+}
+
+static qk_status cuda_device_info(qk_backend *be, qk_device_info *out)
+{
+    *out = cu_of(be)->info;
+    return QK_OK;
+}
+
+/* Each operation runs with the backend's device current. */
+static qk_status cuda_minmax(qk_backend *be, const qk_tensor *x, qk_minmax_result *out)
+{
+    int prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    st = qk_cu_op_minmax(be, x, out);
+    cu_leave(be, prev);
+    return st;
+}
+
+static qk_status cuda_select(qk_backend *be, const qk_tensor *x, unsigned flags, const int64_t *ranks, size_t nranks,
+                             double *values)
+{
+    int prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    st = qk_cu_op_select(be, x, flags, ranks, nranks, values);
+    cu_leave(be, prev);
+    return st;
+}
+
+static qk_status cuda_quantize(qk_backend *be, const qk_tensor *x, const qk_qparams *params, qk_tensor *codes)
+{
+    int prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    st = qk_cu_op_quantize(be, x, params, codes);
+    cu_leave(be, prev);
+    return st;
+}
+
+static qk_status cuda_dequantize(qk_backend *be, const qk_tensor *codes, const qk_qparams *params, qk_tensor *out)
+{
+    int prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    st = qk_cu_op_dequantize(be, codes, params, out);
+    cu_leave(be, prev);
+    return st;
+}
+
+static qk_status cuda_error(qk_backend *be, const qk_tensor *x, const qk_qparams *params, size_t k, double fence_lo,
+                            double fence_hi, qk_error_sums *sums, qk_error_counts *counts)
+{
+    int prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    st = qk_cu_op_error(be, x, params, k, fence_lo, fence_hi, sums, counts);
+    cu_leave(be, prev);
+    return st;
+}
+
+static const qk_backend_iface cuda_iface = {
+    .destroy = cuda_destroy,
+    .device_info = cuda_device_info,
+    .buffer_alloc = cuda_buffer_alloc,
+    .buffer_wrap = cuda_buffer_wrap,
+    .buffer_free = cuda_buffer_free,
+    .buffer_write = cuda_buffer_write,
+    .buffer_read = cuda_buffer_read,
+    .minmax = cuda_minmax,
+    .select = cuda_select,
+    .quantize = cuda_quantize,
+    .dequantize = cuda_dequantize,
+    .error = cuda_error,
+};
+
+qk_status qk_cuda_backend_create(qk_context *ctx, int device, qk_backend **out)
+{
+    *out = NULL;
+    uint64_t limit = UINT64_MAX;
+    const char *env = getenv("QKERN_DEVICE_MEMORY_LIMIT");
+    if (env && *env && qk_cu_parse_size(env, &limit) != 0) {
+        return qk_set_error(ctx, QK_ERR_INVALID_ARG,
+                            "QKERN_DEVICE_MEMORY_LIMIT=\"%s\" is not a size of at least 1M (bytes, or with a "
+                            "K/M/G suffix)", env);
+    }
+    int count;
+    char why[256];
+    device_count(&count, why, sizeof why);
+    if (!count) return qk_set_error(ctx, QK_ERR_NO_DEVICE, "cuda: %s", why);
+    if (device < 0 || device >= count) {
+        return qk_set_error(ctx, QK_ERR_NO_DEVICE, "cuda: device %d does not exist (%d CUDA device%s, QKERN_DEVICE)",
+                            device, count, count == 1 ? "" : "s");
+    }
+
+    qk_backend *be = calloc(1, sizeof *be);
+    cu_state *cu = calloc(1, sizeof *cu);
+    if (!be || !cu) {
+        free(be);
+        free(cu);
+        return qk_set_error(ctx, QK_ERR_NO_MEMORY, "cuda: out of host memory");
+    }
+    be->iface = &cuda_iface;
+    be->impl = cu;
+    be->ctx = ctx;
+    cu->device = device;
+    cu->limit = limit;
+
+    qk_status st = QK_OK;
+    int prev = -1;
+    if (cudaGetDevice(&prev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        prev = -1;
+    }
+    CU_CHECK(be, st, cudaSetDevice(device));
+    struct cudaDeviceProp props;
+    CU_CHECK(be, st, cudaGetDeviceProperties(&props, device));
+    describe(device, &props, &cu->info);
+    cu->sms = props.multiProcessorCount > 0 ? props.multiProcessorCount : 1;
+    int pools = 0;
+    if (cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device) != cudaSuccess) {
+        (void)cudaGetLastError();
+        pools = 0;
+    }
+    cu->pools = pools != 0;
+    /* non-blocking: no implicit ordering with the caller's legacy default stream */
+    CU_CHECK(be, st, cudaStreamCreateWithFlags(&cu->compute, cudaStreamNonBlocking));
+    CU_CHECK(be, st, cudaStreamCreateWithFlags(&cu->h2d, cudaStreamNonBlocking));
+    CU_CHECK(be, st, cudaStreamCreateWithFlags(&cu->d2h, cudaStreamNonBlocking));
+    for (int i = 0; i < 2; i++) {
+        CU_CHECK(be, st, cudaEventCreateWithFlags(&cu->ev_in[i], cudaEventDisableTiming));
+        CU_CHECK(be, st, cudaEventCreateWithFlags(&cu->ev_kernel[i], cudaEventDisableTiming));
+        CU_CHECK(be, st, cudaEventCreateWithFlags(&cu->ev_done[i], cudaEventDisableTiming));
+    }
+    CU_CHECK(be, st, cudaMalloc(&cu->dscratch, QK_CU_SCRATCH_BYTES));
+    cu->in_use = QK_CU_SCRATCH_BYTES;
+    if ((st = cu_host_alloc(be, QK_CU_SCRATCH_BYTES, &cu->hscratch, &cu->hscratch_pageable)) != QK_OK) goto done;
+done:
+    if (st != QK_OK) {
+        release_state(cu);
+        free(cu);
+        free(be);
+        be = NULL;
+    }
+    if (prev >= 0 && prev != device) {
+        (void)cudaSetDevice(prev);
+        (void)cudaGetLastError();
+    }
+    *out = be;
+    return st;
+}
+
+void qk_cuda_backend_query(qk_backend_info *out)
+{
+    out->compiled = 1;
+    int count;
+    char why[256];
+    device_count(&count, why, sizeof why);
+    if (!count) {
+        snprintf(out->reason, sizeof out->reason, "%s", why);
+        return;
+    }
+    out->available = 1;
+    out->n_devices = count < QK_MAX_DEVICES ? count : QK_MAX_DEVICES;
+    for (int d = 0; d < out->n_devices; d++) {
+        struct cudaDeviceProp props;
+        if (cudaGetDeviceProperties(&props, d) == cudaSuccess) {
+            describe(d, &props, &out->devices[d]);
+        } else {
+            (void)cudaGetLastError();
+            snprintf(out->devices[d].name, sizeof out->devices[d].name, "CUDA device %d (no properties)", d);
+        }
+    }
+}

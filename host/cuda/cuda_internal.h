@@ -1,0 +1,121 @@
+/* The CUDA backend's shared state and helpers (host side, plain C). */
+#ifndef QK_CUDA_INTERNAL_H
+#define QK_CUDA_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#include "../internal.h"
+#include "cuda_launch.h"
+
+/* Device staging per slot (two slots) for host tensors. */
+#define QK_CU_SLOT_BYTES ((size_t)32 << 20)
+/* Optional allocations (candidate buffers, resident keys) leave this much of a
+ * memory limit for staging and scratch. */
+#define QK_CU_RESERVE_BYTES ((size_t)32 << 20)
+/* Small persistent scratch: accumulators and counters. */
+#define QK_CU_SCRATCH_BYTES 4096
+
+typedef struct cu_state {
+    int device;
+    int sms;              /* multiprocessors */
+    int pools;            /* stream-ordered allocation (cudaMallocAsync) supported */
+    qk_device_info info;
+    cudaStream_t compute; /* every kernel, in order */
+    cudaStream_t h2d;     /* host -> device staging copies */
+    cudaStream_t d2h;     /* device -> host staging copies */
+    cudaEvent_t ev_in[2], ev_kernel[2], ev_done[2];
+    uint64_t limit;       /* QKERN_DEVICE_MEMORY_LIMIT, or UINT64_MAX */
+    uint64_t in_use;      /* device bytes the backend holds now */
+    void *pin;            /* pinned host staging: two slots of pin_slot bytes */
+    size_t pin_slot;
+    int pin_pageable;     /* pinning was refused: pin is plain malloc memory */
+    void *dscratch;       /* QK_CU_SCRATCH_BYTES of device memory */
+    void *hscratch;       /* QK_CU_SCRATCH_BYTES of pinned host memory */
+    int hscratch_pageable;
+} cu_state;
+
+/* A buffer handle: device memory of this backend, owned or wrapped. */
+typedef struct cu_buf {
+    void *ptr;
+    size_t bytes;
+} cu_buf;
+
+static inline cu_state *cu_of(qk_backend *be)
+{
+    return (cu_state *)be->impl;
+}
+
+/* Record a failed CUDA call (name, error name, string) and return its status:
+ * QK_ERR_NO_MEMORY for allocation failures, else QK_ERR_BACKEND. Clears the
+ * runtime's last error. */
+qk_status cu_fail(qk_backend *be, const char *call, cudaError_t err);
+
+#define CU_CHECK(be, st, call)                                                                                      \
+    do {                                                                                                             \
+        cudaError_t cu_err_ = (call);                                                                                \
+        if (cu_err_ != cudaSuccess) {                                                                                \
+            (st) = cu_fail((be), #call, cu_err_);                                                                    \
+            goto done;                                                                                               \
+        }                                                                                                            \
+    } while (0)
+
+/* Make the backend's device current for one entry point; cu_leave restores the
+ * caller's. cu_enter also clears a stale last error of the runtime. */
+qk_status cu_enter(qk_backend *be, int *prev);
+void cu_leave(qk_backend *be, int prev);
+
+/* How cu_alloc fails: REQUIRED sets the message; QUIET returns
+ * QK_ERR_NO_MEMORY without one (the caller has a smaller plan); OPTIONAL is
+ * QUIET and also leaves QK_CU_RESERVE_BYTES of a memory limit free for the
+ * staging and scratch that must succeed. */
+enum { CU_REQUIRED = 0, CU_OPTIONAL = 1, CU_QUIET = 2 };
+/* Device scratch, counted against the memory limit. Allocated in the compute
+ * stream's order; other streams must wait on an event before using it. */
+qk_status cu_alloc(qk_backend *be, size_t bytes, int mode, void **out);
+/* Free scratch after all streams are idle (or in the compute stream's order). */
+void cu_free(qk_backend *be, void *p, size_t bytes);
+/* Bytes the limit still allows (UINT64_MAX-ish without a limit). */
+uint64_t cu_budget(qk_backend *be);
+
+/* The device pointer of element 0 of a buffer tensor. */
+static inline char *cu_tensor_ptr(const qk_tensor *t)
+{
+    return (char *)((cu_buf *)t->buffer->handle)->ptr + t->offset;
+}
+
+/* Run fn over in (and out, same n) in chunks: device tensors in place, host
+ * tensors through pinned staging and double-buffered device slots, with the
+ * copies on their own streams overlapping the kernels. Each call gets device
+ * pointers to count elements starting at element base; chunks are multiples of
+ * align elements (except a last one) and at most max_chunk elements. fn only
+ * enqueues work on the compute stream. Returns with all streams idle. */
+typedef qk_status (*cu_chunk_fn)(qk_backend *be, void *user, const void *din, void *dout, int64_t base,
+                                 int64_t count);
+qk_status cu_for_chunks(qk_backend *be, const qk_tensor *in, const qk_tensor *out, int64_t align, int64_t max_chunk,
+                        cu_chunk_fn fn, void *user);
+
+/* Pinned host memory, or pageable memory when pinning is refused (*pageable
+ * set): the runtime's copies are correct with either, they only overlap less. */
+qk_status cu_host_alloc(qk_backend *be, size_t bytes, void **out, int *pageable);
+void cu_host_free(void *p, int pageable);
+
+/* Wait for all three streams (errors of the wait are reported). */
+qk_status cu_sync(qk_backend *be);
+
+/* The operations (cuda_ops.c, cuda_select.c). */
+qk_status qk_cu_op_minmax(qk_backend *be, const qk_tensor *x, qk_minmax_result *out);
+qk_status qk_cu_op_select(qk_backend *be, const qk_tensor *x, unsigned flags, const int64_t *ranks, size_t nranks,
+                          double *values);
+qk_status qk_cu_op_quantize(qk_backend *be, const qk_tensor *x, const qk_qparams *params, qk_tensor *codes);
+qk_status qk_cu_op_dequantize(qk_backend *be, const qk_tensor *codes, const qk_qparams *params, qk_tensor *out);
+qk_status qk_cu_op_error(qk_backend *be, const qk_tensor *x, const qk_qparams *params, size_t k, double fence_lo,
+                         double fence_hi, qk_error_sums *sums, qk_error_counts *counts);
+
+/* QKERN_DEVICE_MEMORY_LIMIT's value into bytes: "<decimal>[K|M|G][i][B]"
+ * (powers of 1024, either case); -1 if malformed, overflowing or below 1M. */
+int qk_cu_parse_size(const char *s, uint64_t *out);
+
+#endif
