@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # qkern's two entry points, for a fresh Debian 12 machine (as root):
-#   bash run.sh demo   install what is needed, build, quantize a large tensor and the
-#                      worked example on the best available backend, print the report
+#   bash run.sh demo   install what is needed, build, quantize a real model (all-MiniLM-L6-v2),
+#                      a large tensor and the worked example on the best available backend,
+#                      print the reports
 #   bash run.sh test   install what is needed, build (release and ASan+UBSan), run every test
 # Other verbs: deps (install only), build (release build only).
 set -euo pipefail
@@ -58,6 +59,17 @@ np.save(f"{out}/worked.npy", w)
 PY
     echo "== backends"
     $q info
+    echo
+    local model
+    if model=$(scripts/get-model.sh); then
+        echo "== a real model: all-MiniLM-L6-v2 ($model)"
+        echo "   8-bit symmetric, one scale per output channel, then restored"
+        $q quantize-model "$model" -o "$out/minilm.q8.safetensors" --bits 8 --scheme symmetric \
+            --granularity channel:0
+        $q dequantize-model "$out/minilm.q8.safetensors" -o "$out/minilm.restored.safetensors"
+    else
+        echo "== (the real model could not be downloaded: skipping it)"
+    fi
     echo
     echo "== a large tensor: $out/weights.npy (2^26 float32, Laplace with 64 outliers)"
     $q stats "$out/weights.npy" -p 0.01 -p 1 -p 50 -p 99 -p 99.99

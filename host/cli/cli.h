@@ -16,6 +16,8 @@ int cmd_quantize(int argc, char **argv);
 int cmd_dequantize(int argc, char **argv);
 int cmd_gridsearch(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_quantize_model(int argc, char **argv);
+int cmd_dequantize_model(int argc, char **argv);
 
 /* The --help text of each subcommand, printed to stdout. */
 void cmd_info_usage(void);
@@ -24,5 +26,7 @@ void cmd_quantize_usage(void);
 void cmd_dequantize_usage(void);
 void cmd_gridsearch_usage(void);
 void cmd_bench_usage(void);
+void cmd_quantize_model_usage(void);
+void cmd_dequantize_model_usage(void);
 
 #endif

@@ -22,6 +22,8 @@ static const command commands[] = {
     {"dequantize", cmd_dequantize, cmd_dequantize_usage, "turn integer codes back into float32"},
     {"gridsearch", cmd_gridsearch, cmd_gridsearch_usage, "compare clipping percentiles by quantization error"},
     {"bench", cmd_bench, cmd_bench_usage, "time every op on every backend (GB/s, fraction of copy)"},
+    {"quantize-model", cmd_quantize_model, cmd_quantize_model_usage, "quantize the weights of a safetensors model"},
+    {"dequantize-model", cmd_dequantize_model, cmd_dequantize_model_usage, "restore a model written by quantize-model"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -31,11 +33,11 @@ static void usage(FILE *f)
             "Usage: qkern COMMAND [OPTIONS]\n"
             "       qkern help COMMAND | --help | --version\n"
             "\n"
-            "Quantize tensors (.npy, float32/float64) on a GPU (CUDA, OpenCL) or the CPU reference.\n"
+            "Quantize tensors (.npy) and whole models (.safetensors) on a GPU (CUDA, OpenCL) or the CPU reference.\n"
             "\n"
             "Commands:\n");
     for (size_t k = 0; k < N_COMMANDS; k++)
-        fprintf(f, "  %-11s %s\n", commands[k].name, commands[k].summary);
+        fprintf(f, "  %-17s %s\n", commands[k].name, commands[k].summary);
     fprintf(f,
             "\n"
             "Run 'qkern COMMAND --help' for a command's options.\n"
