@@ -1,0 +1,212 @@
+/* The OpenCL backend object: device choice, context and queues, the settings
+ * read from the environment, and the interface table. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ocl.h"
+
+static void ocl_destroy(qk_backend *base)
+{
+    ocl_backend *be = ocl_of(base);
+    if (be->queue) clFinish(be->queue);
+    for (int i = 0; i < 2; i++) {
+        ocl_release_mem(&be->stage[i][0]);
+        ocl_release_mem(&be->stage[i][1]);
+    }
+    ocl_program_release(be);
+    if (be->upload) clReleaseCommandQueue(be->upload);
+    if (be->download) clReleaseCommandQueue(be->download);
+    if (be->queue) clReleaseCommandQueue(be->queue);
+    if (be->context) clReleaseContext(be->context);
+    free(be);
+}
+
+static qk_status ocl_device_info(qk_backend *base, qk_device_info *out)
+{
+    *out = ocl_of(base)->info;
+    return QK_OK;
+}
+
+static const qk_backend_iface ocl_iface = {
+    .destroy = ocl_destroy,
+    .device_info = ocl_device_info,
+    .buffer_alloc = ocl_buffer_alloc,
+    .buffer_wrap = ocl_buffer_wrap,
+    .buffer_free = ocl_buffer_free,
+    .buffer_write = ocl_buffer_write,
+    .buffer_read = ocl_buffer_read,
+    .buffer_copy = ocl_buffer_copy,
+    .minmax = ocl_minmax,
+    .select = ocl_select,
+    .quantize = ocl_quantize,
+    .dequantize = ocl_dequantize,
+    .error = ocl_error,
+};
+
+/* "<bytes>[K|M|G]" (binary multiples, an optional trailing "B" or "iB"). */
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *s == '-') return -1;
+    unsigned shift = 0;
+    switch (toupper((unsigned char)*end)) {
+    case 'K': shift = 10; end++; break;
+    case 'M': shift = 20; end++; break;
+    case 'G': shift = 30; end++; break;
+    default: break;
+    }
+    if (shift && (*end == 'i' || *end == 'I')) end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end || v == 0 || v > (UINT64_MAX >> shift)) return -1;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+/* Settings from the environment; see ocl.h. */
+static qk_status read_environment(ocl_backend *be, int *style)
+{
+    qk_context *ctx = be->base.ctx;
+    const char *lim = getenv("QKERN_DEVICE_MEMORY_LIMIT");
+    if (lim && *lim) {
+        uint64_t bytes;
+        if (parse_size(lim, &bytes) != 0 || bytes < ((uint64_t)1 << 20)) {
+            return qk_set_error(ctx, QK_ERR_INVALID_ARG,
+                                "QKERN_DEVICE_MEMORY_LIMIT=\"%s\" is not a size of at least 1M (bytes, or with a "
+                                "K/M/G suffix)", lim);
+        }
+        be->budget = bytes;
+        be->budget_explicit = 1;
+    }
+    const char *sty = getenv("QKERN_OPENCL_STYLE");
+    *style = -1;
+    if (sty && *sty) {
+        if (strcmp(sty, "cpu") == 0) *style = 0;
+        else if (strcmp(sty, "gpu") == 0) *style = 1;
+        else return qk_set_error(ctx, QK_ERR_INVALID_ARG, "QKERN_OPENCL_STYLE=\"%s\" is not cpu or gpu", sty);
+    }
+    const char *zc = getenv("QKERN_OPENCL_ZERO_COPY");
+    if (zc && strcmp(zc, "0") == 0) be->zero_copy = -1; /* vetoed */
+    const char *pf = getenv("QKERN_OPENCL_PREFILTER");
+    be->prefilter = !(pf && strcmp(pf, "0") == 0);
+    return QK_OK;
+}
+
+/* OpenCL C 1.2 or later ("OpenCL C 1.2 ...", "OpenCL C 3.0 ..."). */
+static int has_opencl_c_12(cl_device_id dev)
+{
+    char v[128] = "";
+    if (clGetDeviceInfo(dev, CL_DEVICE_OPENCL_C_VERSION, sizeof v, v, NULL) != CL_SUCCESS) return 0;
+    v[sizeof v - 1] = '\0';
+    int major = 0, minor = 0;
+    if (sscanf(v, "OpenCL C %d.%d", &major, &minor) != 2) return 0;
+    return major > 1 || (major == 1 && minor >= 2);
+}
+
+static qk_status setup_device(ocl_backend *be, const ocl_device_ref *ref, int style)
+{
+    qk_context *ctx = be->base.ctx;
+    be->platform = ref->platform;
+    be->device = ref->device;
+    ocl_describe_device(ref, &be->info);
+    cl_device_id dev = ref->device;
+    cl_bool avail = CL_FALSE, compiler = CL_FALSE;
+    clGetDeviceInfo(dev, CL_DEVICE_AVAILABLE, sizeof avail, &avail, NULL);
+    clGetDeviceInfo(dev, CL_DEVICE_COMPILER_AVAILABLE, sizeof compiler, &compiler, NULL);
+    if (!avail || !compiler) {
+        return qk_set_error(ctx, QK_ERR_NO_DEVICE, "opencl: device \"%s\" is %s", be->info.name,
+                            !avail ? "not available" : "without an OpenCL C compiler");
+    }
+    if (!has_opencl_c_12(dev)) {
+        return qk_set_error(ctx, QK_ERR_NO_DEVICE, "opencl: device \"%s\" does not support OpenCL C 1.2",
+                            be->info.name);
+    }
+    cl_device_type type = 0;
+    cl_bool unified = CL_FALSE;
+    cl_ulong max_alloc = 0;
+    clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof type, &type, NULL);
+    clGetDeviceInfo(dev, CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof unified, &unified, NULL);
+    clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof be->compute_units, &be->compute_units, NULL);
+    clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof max_alloc, &max_alloc, NULL);
+    if (be->compute_units == 0) be->compute_units = 1;
+    be->global_mem = be->info.global_mem;
+    be->max_alloc = max_alloc ? max_alloc : ((uint64_t)128 << 20);
+    be->gpu_style = style >= 0 ? style : (type & CL_DEVICE_TYPE_GPU) != 0;
+    be->fp64 = ocl_device_has_extension(dev, "cl_khr_fp64");
+    be->zero_copy = be->zero_copy == 0 && ((type & CL_DEVICE_TYPE_CPU) || unified);
+    if (!be->budget_explicit) be->budget = be->global_mem ? be->global_mem / 2 : ((uint64_t)256 << 20);
+    /* the GPU-style kernels need their work-group size */
+    size_t max_wg = 0;
+    clGetDeviceInfo(dev, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL);
+    if (be->gpu_style && max_wg < QK_OCL_GPU_WG) {
+        return qk_set_error(ctx, QK_ERR_NO_DEVICE, "opencl: device \"%s\" allows work-groups of %zu, fewer than %d",
+                            be->info.name, max_wg, QK_OCL_GPU_WG);
+    }
+
+    cl_int err;
+    be->context = clCreateContext(NULL, 1, &dev, NULL, NULL, &err);
+    if (err != CL_SUCCESS) return ocl_fail(be, err, "clCreateContext(\"%s\")", be->info.name);
+    cl_command_queue *queues[3] = {&be->queue, &be->upload, &be->download};
+    for (int i = 0; i < 3; i++) {
+        *queues[i] = clCreateCommandQueue(be->context, dev, 0, &err);
+        if (err != CL_SUCCESS) return ocl_fail(be, err, "clCreateCommandQueue");
+    }
+    return ocl_program_build(be);
+}
+
+qk_status qk_opencl_backend_create(qk_context *ctx, int device, qk_backend **out)
+{
+    *out = NULL;
+    ocl_backend *be = calloc(1, sizeof *be);
+    if (!be) return qk_set_error(ctx, QK_ERR_NO_MEMORY, "opencl: out of host memory");
+    be->base.iface = &ocl_iface;
+    be->base.impl = be;
+    be->base.ctx = ctx;
+    int style = -1;
+    qk_status st = read_environment(be, &style);
+    if (st != QK_OK) {
+        free(be);
+        return st;
+    }
+    char reason[256];
+    ocl_device_ref *devs = NULL;
+    int ndev = ocl_list_devices(&devs, reason, sizeof reason);
+    if (ndev == 0) {
+        free(be);
+        return qk_set_error(ctx, QK_ERR_NO_DEVICE, "opencl: %s", reason);
+    }
+    if (device >= ndev) {
+        free(devs);
+        free(be);
+        return qk_set_error(ctx, QK_ERR_NO_DEVICE, "opencl: device %d does not exist (%d device%s: 0..%d)", device,
+                            ndev, ndev == 1 ? "" : "s", ndev - 1);
+    }
+    st = setup_device(be, &devs[device], style);
+    free(devs);
+    if (st != QK_OK) {
+        ocl_destroy(&be->base);
+        return st;
+    }
+    *out = &be->base;
+    return QK_OK;
+}
+
+void qk_opencl_backend_query(qk_backend_info *out)
+{
+    out->compiled = 1;
+    char reason[256];
+    ocl_device_ref *devs = NULL;
+    int ndev = ocl_list_devices(&devs, reason, sizeof reason);
+    if (ndev == 0) {
+        snprintf(out->reason, sizeof out->reason, "%s", reason);
+        return;
+    }
+    out->available = 1;
+    out->n_devices = ndev < QK_MAX_DEVICES ? ndev : QK_MAX_DEVICES;
+    for (int i = 0; i < out->n_devices; i++) ocl_describe_device(&devs[i], &out->devices[i]);
+    free(devs);
+}

@@ -1,0 +1,177 @@
+/* The program: the embedded kernels/opencl/ *.cl sources (generated into the
+ * build directory by cmake/opencl.cmake), built once per context for its
+ * device, with every kernel created up front so a failure shows at context
+ * creation, not in the middle of an operation. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ocl.h"
+
+/* Defined by the generated qk_opencl_sources.c, in cmake/opencl.cmake's order. */
+extern const char *const qk_ocl_sources[];
+extern const size_t qk_ocl_source_sizes[];
+extern const unsigned qk_ocl_source_count;
+
+static const char *const kernel_names[OCL_K_COUNT] = {
+    [OCL_K_MINMAX32] = "qk_minmax32",
+    [OCL_K_MINMAX64] = "qk_minmax64",
+    [OCL_K_HIST32] = "qk_hist32",
+    [OCL_K_HIST64] = "qk_hist64",
+    [OCL_K_HIST_REDUCE] = "qk_hist_reduce",
+    [OCL_K_COMPACT32] = "qk_compact32",
+    [OCL_K_COMPACT64] = "qk_compact64",
+    [OCL_K_PREFILTER32_2] = "qk_prefilter32_2",
+    [OCL_K_PREFILTER32_4] = "qk_prefilter32_4",
+    [OCL_K_PREFILTER32_8] = "qk_prefilter32_8",
+    [OCL_K_PREFILTER64_2] = "qk_prefilter64_2",
+    [OCL_K_PREFILTER64_4] = "qk_prefilter64_4",
+    [OCL_K_PREFILTER64_8] = "qk_prefilter64_8",
+    [OCL_K_GATHER32] = "qk_gather32",
+    [OCL_K_GATHER64] = "qk_gather64",
+    [OCL_K_QUANT_F32_U8] = "qk_quantize_f32_u8",
+    [OCL_K_QUANT_F32_I8] = "qk_quantize_f32_i8",
+    [OCL_K_QUANT_F32_U16] = "qk_quantize_f32_u16",
+    [OCL_K_QUANT_F32_I16] = "qk_quantize_f32_i16",
+    [OCL_K_QUANT_F32_I32] = "qk_quantize_f32_i32",
+    [OCL_K_QUANT_F64_U8] = "qk_quantize_f64_u8",
+    [OCL_K_QUANT_F64_I8] = "qk_quantize_f64_i8",
+    [OCL_K_QUANT_F64_U16] = "qk_quantize_f64_u16",
+    [OCL_K_QUANT_F64_I16] = "qk_quantize_f64_i16",
+    [OCL_K_QUANT_F64_I32] = "qk_quantize_f64_i32",
+    [OCL_K_DEQUANT_U8] = "qk_dequantize_u8",
+    [OCL_K_DEQUANT_I8] = "qk_dequantize_i8",
+    [OCL_K_DEQUANT_U16] = "qk_dequantize_u16",
+    [OCL_K_DEQUANT_I16] = "qk_dequantize_i16",
+    [OCL_K_DEQUANT_I32] = "qk_dequantize_i32",
+    [OCL_K_ERROR_F32] = "qk_error_f32",
+    [OCL_K_ERROR_F64] = "qk_error_f64",
+};
+
+/* Kernels that exist only with cl_khr_fp64. */
+static int needs_fp64(ocl_kernel_id id)
+{
+    return (id >= OCL_K_QUANT_F64_U8 && id <= OCL_K_QUANT_F64_I32) || id == OCL_K_ERROR_F32 ||
+           id == OCL_K_ERROR_F64;
+}
+
+const char *ocl_kernel_name(ocl_kernel_id id)
+{
+    return (unsigned)id < OCL_K_COUNT ? kernel_names[id] : "?";
+}
+
+/* The build log, cut to what fits a one-line message: the error lines first
+ * (PoCL prints many harmless warnings before them). */
+static void build_log_summary(ocl_backend *be, char *dst, size_t cap)
+{
+    dst[0] = '\0';
+    size_t need = 0;
+    if (clGetProgramBuildInfo(be->program, be->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &need) != CL_SUCCESS ||
+        need == 0) {
+        return;
+    }
+    char *log = malloc(need + 1);
+    if (!log) return;
+    if (clGetProgramBuildInfo(be->program, be->device, CL_PROGRAM_BUILD_LOG, need, log, NULL) == CL_SUCCESS) {
+        log[need] = '\0';
+        size_t used = 0;
+        for (char *line = log; *line && used + 1 < cap;) {
+            char *end = strchr(line, '\n');
+            if (end) *end = '\0';
+            if (strstr(line, "error")) {
+                int w = snprintf(dst + used, cap - used, "%s%s", used ? " | " : "", line);
+                if (w < 0) break;
+                used += (size_t)w;
+            }
+            if (!end) break;
+            line = end + 1;
+        }
+        if (used == 0) snprintf(dst, cap, "%s", log);
+    }
+    free(log);
+}
+
+qk_status ocl_program_build(ocl_backend *be)
+{
+    cl_int err;
+    be->program = clCreateProgramWithSource(be->context, qk_ocl_source_count, (const char **)qk_ocl_sources,
+                                            qk_ocl_source_sizes, &err);
+    if (err != CL_SUCCESS) return ocl_fail(be, err, "clCreateProgramWithSource");
+    /* Exactness: correctly rounded division, no fast-math flags (DESIGN.md). */
+    char options[256];
+    snprintf(options, sizeof options, "-cl-std=CL1.2 -cl-fp32-correctly-rounded-divide-sqrt -DQK_WG=%d -DQK_FP64=%d",
+             be->gpu_style ? QK_OCL_GPU_WG : 1, be->fp64 ? 1 : 0);
+    err = clBuildProgram(be->program, 1, &be->device, options, NULL, NULL);
+    if (err != CL_SUCCESS) {
+        char log[600];
+        build_log_summary(be, log, sizeof log);
+        return qk_set_error(be->base.ctx, QK_ERR_BACKEND,
+                            "opencl: clBuildProgram failed on \"%s\": %s (%d); build log: %s", be->info.name,
+                            ocl_error_name(err), (int)err, log[0] ? log : "(empty)");
+    }
+    for (int i = 0; i < OCL_K_COUNT; i++) {
+        if (!be->fp64 && needs_fp64((ocl_kernel_id)i)) continue;
+        be->kernels[i] = clCreateKernel(be->program, kernel_names[i], &err);
+        if (err != CL_SUCCESS) return ocl_fail(be, err, "clCreateKernel(%s)", kernel_names[i]);
+        /* GPU-style kernels are written for a fixed work-group size (their local
+         * reductions assume it): a kernel the device caps lower cannot run */
+        size_t need = !be->gpu_style ? 1 : (i == OCL_K_ERROR_F32 || i == OCL_K_ERROR_F64) ? QK_OCL_ERR_GPU_WG
+                                                                                         : QK_OCL_GPU_WG;
+        size_t can = 0;
+        err = clGetKernelWorkGroupInfo(be->kernels[i], be->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof can, &can, NULL);
+        if (err != CL_SUCCESS) return ocl_fail(be, err, "clGetKernelWorkGroupInfo(%s)", kernel_names[i]);
+        if (can < need) {
+            return qk_set_error(be->base.ctx, QK_ERR_NO_DEVICE,
+                                "opencl: kernel %s runs at most %zu work-items per group on \"%s\"; it needs %zu",
+                                kernel_names[i], can, be->info.name, need);
+        }
+    }
+    return QK_OK;
+}
+
+void ocl_program_release(ocl_backend *be)
+{
+    for (int i = 0; i < OCL_K_COUNT; i++) {
+        if (be->kernels[i]) clReleaseKernel(be->kernels[i]);
+        be->kernels[i] = NULL;
+    }
+    if (be->program) clReleaseProgram(be->program);
+    be->program = NULL;
+}
+
+qk_status ocl_launch(ocl_backend *be, ocl_kernel_id id, const ocl_arg *args, unsigned nargs, size_t groups,
+                     size_t local, cl_uint nwait, const cl_event *wait, cl_event *done)
+{
+    cl_kernel k = be->kernels[id];
+    if (!k) {
+        return qk_set_error(be->base.ctx, QK_ERR_UNSUPPORTED,
+                            "opencl: kernel %s is not available on \"%s\" (it needs cl_khr_fp64)", kernel_names[id],
+                            be->info.name);
+    }
+    for (unsigned i = 0; i < nargs; i++) {
+        cl_int err = clSetKernelArg(k, i, args[i].size, args[i].value);
+        if (err != CL_SUCCESS) return ocl_fail(be, err, "clSetKernelArg(%s, %u)", kernel_names[id], i);
+    }
+    size_t global = groups * local;
+    cl_int err = clEnqueueNDRangeKernel(be->queue, k, 1, NULL, &global, &local, nwait, nwait ? wait : NULL, done);
+    if (err != CL_SUCCESS) return ocl_fail(be, err, "clEnqueueNDRangeKernel(%s)", kernel_names[id]);
+    return QK_OK;
+}
+
+size_t ocl_local_size(const ocl_backend *be)
+{
+    return be->gpu_style ? QK_OCL_GPU_WG : 1;
+}
+
+size_t ocl_parts(const ocl_backend *be, uint64_t n)
+{
+    uint64_t cu = be->compute_units ? be->compute_units : 1;
+    /* CPU: a few contiguous parts per core (load balance against other work on
+     * the machine) of at least 64 Ki elements; GPU: enough work-groups to fill
+     * every compute unit several times, each looping over its part. */
+    uint64_t want = be->gpu_style ? cu * 8 : cu * 4;
+    uint64_t grain = be->gpu_style ? (uint64_t)QK_OCL_GPU_WG * 64 : 65536;
+    uint64_t useful = (n + grain - 1) / grain;
+    if (useful < want) want = useful;
+    return want ? (size_t)want : 1;
+}
