@@ -63,6 +63,8 @@ typedef struct qk_backend_iface {
      * input gives the same bits every run. */
     qk_status (*error)(qk_backend *be, const qk_tensor *x, const qk_qparams *params, size_t k, double fence_lo,
                        double fence_hi, qk_error_sums *sums, qk_error_counts *counts);
+    /* The native handles a caller needs to share memory and order work (optional). */
+    qk_status (*native)(qk_backend *be, qk_native_handles *out);
 } qk_backend_iface;
 
 struct qk_backend {

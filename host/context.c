@@ -150,6 +150,15 @@ qk_status qk_context_device(const qk_context *ctx, qk_device_info *out)
     return ctx->backend->iface->device_info(ctx->backend, out);
 }
 
+qk_status qk_context_native(const qk_context *ctx, qk_native_handles *out)
+{
+    if (!ctx || !out) return QK_ERR_INVALID_ARG;
+    memset(out, 0, sizeof *out);
+    out->cuda_device = -1;
+    if (!ctx->backend->iface->native) return QK_OK; /* the CPU backend: host memory only */
+    return ctx->backend->iface->native(ctx->backend, out);
+}
+
 qk_status qk_context_nonfinite(const qk_context *ctx, int64_t *count, int64_t *first_index)
 {
     if (!ctx) return QK_ERR_INVALID_ARG;

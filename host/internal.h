@@ -58,6 +58,10 @@ void qk_staged_release(qk_staged *s);
 float qk_half_to_float(uint16_t h);
 uint16_t qk_float_to_half(float f);
 
+/* QKERN_DEVICE_MEMORY_LIMIT in bytes (UINT64_MAX when unset); a malformed
+ * value is QK_ERR_INVALID_ARG with the message set. */
+qk_status qk_device_memory_limit(qk_context *ctx, uint64_t *bytes);
+
 /* Calibration of an already staged float tensor (F32/F64). */
 qk_status qk_calibrate_staged(qk_context *ctx, const qk_tensor *x, qk_dtype interp, const qk_calib_options *opts,
                               qk_calib_result *out);

@@ -203,6 +203,19 @@ QK_API const char *qk_context_message(const qk_context *ctx);
 QK_API qk_backend_kind qk_context_backend(const qk_context *ctx);
 /* Device description of the context's device. */
 QK_API qk_status qk_context_device(const qk_context *ctx, qk_device_info *out);
+/* The backend's native handles, for an engine that shares memory with qkern:
+ * wrap a cl_mem made in cl_context, or a CUDA pointer of cuda_device. Fields a
+ * backend does not have are NULL / -1. qkern's calls are complete on return, so
+ * the queue/stream only matters for ordering the caller's own work. */
+typedef struct qk_native_handles {
+    void *cl_context;  /* OpenCL: cl_context */
+    void *cl_device;   /* OpenCL: cl_device_id */
+    void *cl_queue;    /* OpenCL: cl_command_queue the kernels run on */
+    int cuda_device;   /* CUDA: device ordinal */
+    void *cuda_stream; /* CUDA: cudaStream_t the kernels run on */
+} qk_native_handles;
+QK_API qk_status qk_context_native(const qk_context *ctx, qk_native_handles *out);
+
 /* After QK_ERR_NONFINITE: how many non-finite elements and the first index. */
 QK_API qk_status qk_context_nonfinite(const qk_context *ctx, int64_t *count, int64_t *first_index);
 

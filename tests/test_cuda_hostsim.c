@@ -365,6 +365,10 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaM
             else run_all();
             memcpy(dst, src, bytes);
         }
+    } else if (kind == cudaMemcpyDeviceToDevice) {
+        dev_check(src, bytes, "cudaMemcpyAsync D2D source");
+        dev_check(dst, bytes, "cudaMemcpyAsync D2D destination");
+        enqueue(s, (sim_op){.kind = OP_COPY, .dst = dst, .src = src, .bytes = bytes});
     } else {
         SIM_FAIL("cudaMemcpyAsync kind %d is not simulated", (int)kind);
         return fail_with(cudaErrorInvalidValue);

@@ -496,14 +496,20 @@ static void test_nonfinite_chunked(void **state)
 static void test_wrap_cl_mem(void **state)
 {
     qk_context *ctx = ctxs[CTX_MEM];
-    ocl_backend *be = (ocl_backend *)ctx->backend;
+    qk_native_handles nh; /* what an engine uses: the public accessor */
+    assert_int_equal(qk_context_native(ctx, &nh), QK_OK);
+    assert_non_null(nh.cl_context);
+    assert_non_null(nh.cl_queue);
+    assert_int_equal(nh.cuda_device, -1);
+    cl_context clctx = (cl_context)nh.cl_context;
+    cl_command_queue clq = (cl_command_queue)nh.cl_queue;
     int64_t n = N_PRIME;
     float *x = make_data(D_LAPLACE, n);
     cl_int err;
     size_t bytes = (size_t)n * sizeof(float) + 256;
-    cl_mem mine = clCreateBuffer(be->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
+    cl_mem mine = clCreateBuffer(clctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
     assert_int_equal(err, CL_SUCCESS);
-    assert_int_equal(clEnqueueWriteBuffer(be->queue, mine, CL_TRUE, 256, (size_t)n * sizeof(float), x, 0, NULL, NULL),
+    assert_int_equal(clEnqueueWriteBuffer(clq, mine, CL_TRUE, 256, (size_t)n * sizeof(float), x, 0, NULL, NULL),
                      CL_SUCCESS);
     qk_buffer *buf;
     assert_int_equal(qk_buffer_wrap(ctx, mine, bytes, &buf), QK_OK);

@@ -154,6 +154,9 @@ static void test_context_env(void **state)
     qk_device_info d;
     assert_int_equal(qk_context_device(ctx, &d), QK_OK);
     assert_string_equal(d.type, "cpu");
+    qk_native_handles nh;
+    assert_int_equal(qk_context_native(ctx, &nh), QK_OK);
+    assert_true(nh.cl_context == NULL && nh.cuda_stream == NULL && nh.cuda_device == -1);
     qk_context_destroy(ctx);
     unsetenv("QKERN_BACKEND");
     setenv("QKERN_DEVICE", "abc", 1);

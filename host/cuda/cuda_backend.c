@@ -2,7 +2,6 @@
  * interface table. The runtime is linked statically and loads the driver on
  * the first call, so a machine without one gets QK_ERR_NO_DEVICE here, with
  * the runtime's own words for why. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,30 +126,6 @@ qk_status cu_sync(qk_backend *be)
     if (e1 != cudaSuccess) return cu_fail(be, "cudaStreamSynchronize", e1);
     if (e2 != cudaSuccess) return cu_fail(be, "cudaStreamSynchronize", e2);
     return QK_OK;
-}
-
-/* QKERN_DEVICE_MEMORY_LIMIT: "<bytes>[K|M|G]" (binary multiples, either case,
- * an optional "i" after the multiple and an optional trailing "B"), at least
- * 1M. The same grammar as the OpenCL backend's parser (host/opencl), so one
- * value means the same on both. */
-int qk_cu_parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *s == '-') return -1;
-    unsigned shift = 0;
-    switch (*end) {
-    case 'K': case 'k': shift = 10; end++; break;
-    case 'M': case 'm': shift = 20; end++; break;
-    case 'G': case 'g': shift = 30; end++; break;
-    default: break;
-    }
-    if (shift && (*end == 'i' || *end == 'I')) end++;
-    if (*end == 'B' || *end == 'b') end++;
-    if (*end || v == 0 || v > (UINT64_MAX >> shift)) return -1;
-    *out = (uint64_t)v << shift;
-    return *out < ((uint64_t)1 << 20) ? -1 : 0;
 }
 
 /* ---- device description -------------------------------------------------------------- */
@@ -313,6 +288,28 @@ done:
     return st;
 }
 
+static qk_status cuda_buffer_copy(qk_backend *be, void *dst, size_t dst_offset, void *src, size_t src_offset,
+                                 size_t bytes)
+{
+    cu_buf *d = dst, *sb = src;
+    int prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    CU_CHECK(be, st, cudaMemcpyAsync((char *)d->ptr + dst_offset, (const char *)sb->ptr + src_offset, bytes,
+                                     cudaMemcpyDeviceToDevice, cu_of(be)->compute));
+    CU_CHECK(be, st, cudaStreamSynchronize(cu_of(be)->compute));
+done:
+    cu_leave(be, prev);
+    return st;
+}
+
+static qk_status cuda_native(qk_backend *be, qk_native_handles *out)
+{
+    out->cuda_device = cu_of(be)->device;
+    out->cuda_stream = (void *)cu_of(be)->compute;
+    return QK_OK;
+}
+
 /* ---- the interface ------------------------------------------------------------------------ */
 
 static void release_state(cu_state *cu)
@@ -418,18 +415,16 @@ static const qk_backend_iface cuda_iface = {
     .quantize = cuda_quantize,
     .dequantize = cuda_dequantize,
     .error = cuda_error,
+    .buffer_copy = cuda_buffer_copy,
+    .native = cuda_native,
 };
 
 qk_status qk_cuda_backend_create(qk_context *ctx, int device, qk_backend **out)
 {
     *out = NULL;
-    uint64_t limit = UINT64_MAX;
-    const char *env = getenv("QKERN_DEVICE_MEMORY_LIMIT");
-    if (env && *env && qk_cu_parse_size(env, &limit) != 0) {
-        return qk_set_error(ctx, QK_ERR_INVALID_ARG,
-                            "QKERN_DEVICE_MEMORY_LIMIT=\"%s\" is not a size of at least 1M (bytes, or with a "
-                            "K/M/G suffix)", env);
-    }
+    uint64_t limit;
+    qk_status lst = qk_device_memory_limit(ctx, &limit);
+    if (lst != QK_OK) return lst;
     int count;
     char why[256];
     device_count(&count, why, sizeof why);

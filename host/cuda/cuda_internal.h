@@ -114,8 +114,5 @@ qk_status qk_cu_op_dequantize(qk_backend *be, const qk_tensor *codes, const qk_q
 qk_status qk_cu_op_error(qk_backend *be, const qk_tensor *x, const qk_qparams *params, size_t k, double fence_lo,
                          double fence_hi, qk_error_sums *sums, qk_error_counts *counts);
 
-/* QKERN_DEVICE_MEMORY_LIMIT's value into bytes: "<decimal>[K|M|G][i][B]"
- * (powers of 1024, either case); -1 if malformed, overflowing or below 1M. */
-int qk_cu_parse_size(const char *s, uint64_t *out);
 
 #endif

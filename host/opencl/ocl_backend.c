@@ -1,7 +1,5 @@
 /* The OpenCL backend object: device choice, context and queues, the settings
  * read from the environment, and the interface table. */
-#include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +28,15 @@ static qk_status ocl_device_info(qk_backend *base, qk_device_info *out)
     return QK_OK;
 }
 
+static qk_status ocl_native(qk_backend *base, qk_native_handles *out)
+{
+    ocl_backend *be = ocl_of(base);
+    out->cl_context = (void *)be->context;
+    out->cl_device = (void *)be->device;
+    out->cl_queue = (void *)be->queue;
+    return QK_OK;
+}
+
 static const qk_backend_iface ocl_iface = {
     .destroy = ocl_destroy,
     .device_info = ocl_device_info,
@@ -44,41 +51,17 @@ static const qk_backend_iface ocl_iface = {
     .quantize = ocl_quantize,
     .dequantize = ocl_dequantize,
     .error = ocl_error,
+    .native = ocl_native,
 };
-
-/* "<bytes>[K|M|G]" (binary multiples, an optional trailing "B" or "iB"). */
-static int parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *s == '-') return -1;
-    unsigned shift = 0;
-    switch (toupper((unsigned char)*end)) {
-    case 'K': shift = 10; end++; break;
-    case 'M': shift = 20; end++; break;
-    case 'G': shift = 30; end++; break;
-    default: break;
-    }
-    if (shift && (*end == 'i' || *end == 'I')) end++;
-    if (*end == 'B' || *end == 'b') end++;
-    if (*end || v == 0 || v > (UINT64_MAX >> shift)) return -1;
-    *out = (uint64_t)v << shift;
-    return 0;
-}
 
 /* Settings from the environment; see ocl.h. */
 static qk_status read_environment(ocl_backend *be, int *style)
 {
     qk_context *ctx = be->base.ctx;
-    const char *lim = getenv("QKERN_DEVICE_MEMORY_LIMIT");
-    if (lim && *lim) {
-        uint64_t bytes;
-        if (parse_size(lim, &bytes) != 0 || bytes < ((uint64_t)1 << 20)) {
-            return qk_set_error(ctx, QK_ERR_INVALID_ARG,
-                                "QKERN_DEVICE_MEMORY_LIMIT=\"%s\" is not a size of at least 1M (bytes, or with a "
-                                "K/M/G suffix)", lim);
-        }
+    uint64_t bytes;
+    qk_status st = qk_device_memory_limit(ctx, &bytes);
+    if (st != QK_OK) return st;
+    if (bytes != UINT64_MAX) {
         be->budget = bytes;
         be->budget_explicit = 1;
     }
