@@ -7,6 +7,7 @@
  * Letting the kernel apply the umask gives the mode any other tool would
  * (0644 under the usual umask 022). O_EXCL keeps it as safe as mkstemp. */
 #include "atomic_file.h"
+#include "map_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,17 +26,6 @@
 #define MAX_BASE_IN_TMP 200          /* keep ".<base>.tmp.XXXXXX" within NAME_MAX (255) */
 #define MAX_WRITE ((size_t)1 << 30) /* per write() call; Linux caps one call near 2 GiB anyway */
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err == NULL || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 static void reset(qk_atomic_file *f)
 {
@@ -89,12 +79,12 @@ static char *temp_template(const char *path, size_t *dir_len_out)
 qk_status qk_atomic_open(qk_atomic_file *f, const char *path, char *err, size_t err_len)
 {
     if (f == NULL) {
-        set_err(err, err_len, "qk_atomic_open: NULL file");
+        qk_io_error(err, err_len, "qk_atomic_open: NULL file");
         return QK_ERR_INVALID_ARG;
     }
     reset(f);
     if (path == NULL || *path == '\0') {
-        set_err(err, err_len, "empty or NULL output path");
+        qk_io_error(err, err_len, "empty or NULL output path");
         return QK_ERR_INVALID_ARG;
     }
     const char *slash = strrchr(path, '/');
@@ -102,7 +92,7 @@ qk_status qk_atomic_open(qk_atomic_file *f, const char *path, char *err, size_t 
     struct stat st;
     if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0 ||
         (stat(path, &st) == 0 && S_ISDIR(st.st_mode))) {
-        set_err(err, err_len, "%s: is a directory, not a file name", path);
+        qk_io_error(err, err_len, "%s: is a directory, not a file name", path);
         return QK_ERR_IO;
     }
 
@@ -112,7 +102,7 @@ qk_status qk_atomic_open(qk_atomic_file *f, const char *path, char *err, size_t 
     if (f->final_path == NULL || tmp == NULL) {
         free(tmp);
         qk_atomic_abort(f);
-        set_err(err, err_len, "%s: out of memory", path);
+        qk_io_error(err, err_len, "%s: out of memory", path);
         return QK_ERR_NO_MEMORY;
     }
     char *suffix = tmp + strlen(tmp) - SUFFIX_LEN;
@@ -127,7 +117,7 @@ qk_status qk_atomic_open(qk_atomic_file *f, const char *path, char *err, size_t 
         if (errno != EEXIST)
             break;
     }
-    set_err(err, err_len, "%s: cannot create a temporary file in %.*s: %s", path, dir_len ? (int)dir_len : 1,
+    qk_io_error(err, err_len, "%s: cannot create a temporary file in %.*s: %s", path, dir_len ? (int)dir_len : 1,
             dir_len ? path : ".", strerror(errno));
     free(tmp); /* nothing was created, so nothing to unlink */
     qk_atomic_abort(f);
@@ -137,11 +127,11 @@ qk_status qk_atomic_open(qk_atomic_file *f, const char *path, char *err, size_t 
 qk_status qk_atomic_write(qk_atomic_file *f, const void *data, size_t len, char *err, size_t err_len)
 {
     if (f == NULL || f->tmp_path == NULL || f->fd < 0) {
-        set_err(err, err_len, "qk_atomic_write: file is not open");
+        qk_io_error(err, err_len, "qk_atomic_write: file is not open");
         return QK_ERR_INVALID_ARG;
     }
     if (data == NULL && len > 0) {
-        set_err(err, err_len, "qk_atomic_write: NULL data");
+        qk_io_error(err, err_len, "qk_atomic_write: NULL data");
         return QK_ERR_INVALID_ARG;
     }
     const unsigned char *p = data;
@@ -151,7 +141,7 @@ qk_status qk_atomic_write(qk_atomic_file *f, const void *data, size_t len, char 
             continue;
         if (w <= 0) {
             /* write() returning 0 for a non-empty request would loop forever. */
-            set_err(err, err_len, "%s: write failed: %s", f->final_path, w < 0 ? strerror(errno) : "no progress");
+            qk_io_error(err, err_len, "%s: write failed: %s", f->final_path, w < 0 ? strerror(errno) : "no progress");
             return QK_ERR_IO;
         }
         p += w;
@@ -179,12 +169,12 @@ static void sync_parent_dir(const char *tmp_path)
 qk_status qk_atomic_commit(qk_atomic_file *f, char *err, size_t err_len)
 {
     if (f == NULL || f->tmp_path == NULL || f->fd < 0) {
-        set_err(err, err_len, "qk_atomic_commit: file is not open (already committed or aborted)");
+        qk_io_error(err, err_len, "qk_atomic_commit: file is not open (already committed or aborted)");
         return QK_ERR_INVALID_ARG;
     }
     /* EINVAL: the file does not support syncing; the data is still written. */
     if (fsync(f->fd) != 0 && errno != EINVAL) {
-        set_err(err, err_len, "%s: fsync failed: %s", f->final_path, strerror(errno));
+        qk_io_error(err, err_len, "%s: fsync failed: %s", f->final_path, strerror(errno));
         qk_atomic_abort(f);
         return QK_ERR_IO;
     }
@@ -192,12 +182,12 @@ qk_status qk_atomic_commit(qk_atomic_file *f, char *err, size_t err_len)
     f->fd = -1;
     /* Linux releases the descriptor even when close() reports EINTR. */
     if (close(fd) != 0 && errno != EINTR) {
-        set_err(err, err_len, "%s: close failed: %s", f->final_path, strerror(errno));
+        qk_io_error(err, err_len, "%s: close failed: %s", f->final_path, strerror(errno));
         qk_atomic_abort(f);
         return QK_ERR_IO;
     }
     if (rename(f->tmp_path, f->final_path) != 0) {
-        set_err(err, err_len, "%s: cannot rename the temporary file into place: %s", f->final_path,
+        qk_io_error(err, err_len, "%s: cannot rename the temporary file into place: %s", f->final_path,
                 strerror(errno));
         qk_atomic_abort(f);
         return QK_ERR_IO;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "atomic_file.h"
+#include "map_file.h"
 #include "big_alloc.h"
 
 /* Data is used in place (mmap) as host-order numbers; "<" means little-endian. */
@@ -31,17 +32,6 @@
 #define NPY_ALIGN 64                 /* numpy pads headers so data starts on 64 bytes */
 #define NPY_GROWTH_AXIS_MAX_DIGITS 21 /* numpy >= 1.23 leaves room to grow shape[0] in place */
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err == NULL || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- dtypes -------------------------------------------------------------- */
 
@@ -112,7 +102,7 @@ static int is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <=
 
 static token lex_error(lexer *lx, const char *what)
 {
-    set_err(lx->err, lx->err_len, "bad header: %s", what);
+    qk_io_error(lx->err, lx->err_len, "bad header: %s", what);
     return (token){.kind = TOK_ERROR};
 }
 
@@ -188,7 +178,7 @@ static token next_token(lexer *lx)
             lx->p++;
         return (token){.kind = TOK_NAME, .text = start, .len = (size_t)(lx->p - start)};
     }
-    set_err(lx->err, lx->err_len, "bad header: unexpected byte 0x%02x at offset %zu of the header text",
+    qk_io_error(lx->err, lx->err_len, "bad header: unexpected byte 0x%02x at offset %zu of the header text",
             (unsigned char)c, (size_t)(lx->p - lx->start));
     return (token){.kind = TOK_ERROR};
 }
@@ -214,11 +204,11 @@ static qk_status parse_descr(lexer *lx, header_fields *h)
     if (t.kind == TOK_ERROR)
         return QK_ERR_FORMAT;
     if (is_punct(t, '[')) {
-        set_err(lx->err, lx->err_len, "structured dtypes (a 'descr' list) are not supported");
+        qk_io_error(lx->err, lx->err_len, "structured dtypes (a 'descr' list) are not supported");
         return QK_ERR_FORMAT;
     }
     if (t.kind != TOK_STRING) {
-        set_err(lx->err, lx->err_len, "bad header: 'descr' must be a string such as '<f4'");
+        qk_io_error(lx->err, lx->err_len, "bad header: 'descr' must be a string such as '<f4'");
         return QK_ERR_FORMAT;
     }
     h->type = type_by_descr(t.text, t.len);
@@ -228,13 +218,13 @@ static qk_status parse_descr(lexer *lx, header_fields *h)
     char shown[48];
     excerpt(shown, sizeof shown, t.text, t.len);
     if (t.len >= 2 && t.text[0] == '>')
-        set_err(lx->err, lx->err_len, "big-endian dtype '%s' is not supported: save with .astype('<%s')", shown,
+        qk_io_error(lx->err, lx->err_len, "big-endian dtype '%s' is not supported: save with .astype('<%s')", shown,
                 shown + 1);
     else if (t.len >= 2 && t.text[1] == 'O')
-        set_err(lx->err, lx->err_len, "object arrays (dtype '%s', pickled Python objects) are not supported",
+        qk_io_error(lx->err, lx->err_len, "object arrays (dtype '%s', pickled Python objects) are not supported",
                 shown);
     else
-        set_err(lx->err, lx->err_len,
+        qk_io_error(lx->err, lx->err_len,
                 "unsupported dtype '%s' (supported: <f4, <f8, <f2, |u1, |i1, <u2, <i2, <i4)", shown);
     return QK_ERR_FORMAT;
 }
@@ -247,9 +237,9 @@ static qk_status parse_fortran_order(lexer *lx)
     if (name_is(t, "False"))
         return QK_OK;
     if (name_is(t, "True"))
-        set_err(lx->err, lx->err_len, "Fortran order is not supported: save with np.ascontiguousarray");
+        qk_io_error(lx->err, lx->err_len, "Fortran order is not supported: save with np.ascontiguousarray");
     else
-        set_err(lx->err, lx->err_len, "bad header: 'fortran_order' must be True or False");
+        qk_io_error(lx->err, lx->err_len, "bad header: 'fortran_order' must be True or False");
     return QK_ERR_FORMAT;
 }
 
@@ -257,24 +247,24 @@ static qk_status parse_dim(lexer *lx, token t, header_fields *h)
 {
     char shown[32];
     if (t.kind == TOK_END) {
-        set_err(lx->err, lx->err_len, "bad header: unterminated 'shape' tuple");
+        qk_io_error(lx->err, lx->err_len, "bad header: unterminated 'shape' tuple");
         return QK_ERR_FORMAT;
     }
     if (t.kind != TOK_INT) {
-        set_err(lx->err, lx->err_len, "bad header: 'shape' entries must be integers");
+        qk_io_error(lx->err, lx->err_len, "bad header: 'shape' entries must be integers");
         return QK_ERR_FORMAT;
     }
     excerpt(shown, sizeof shown, t.text, t.len);
     if (t.negative) {
-        set_err(lx->err, lx->err_len, "bad header: negative dimension %s in 'shape'", shown);
+        qk_io_error(lx->err, lx->err_len, "bad header: negative dimension %s in 'shape'", shown);
         return QK_ERR_FORMAT;
     }
     if (t.too_big) {
-        set_err(lx->err, lx->err_len, "bad header: dimension %s in 'shape' does not fit in 64 bits", shown);
+        qk_io_error(lx->err, lx->err_len, "bad header: dimension %s in 'shape' does not fit in 64 bits", shown);
         return QK_ERR_FORMAT;
     }
     if (h->ndim == QK_NPY_MAX_DIMS) {
-        set_err(lx->err, lx->err_len, "'shape' has more than %d dimensions", QK_NPY_MAX_DIMS);
+        qk_io_error(lx->err, lx->err_len, "'shape' has more than %d dimensions", QK_NPY_MAX_DIMS);
         return QK_ERR_FORMAT;
     }
     h->shape[h->ndim++] = t.value;
@@ -288,7 +278,7 @@ static qk_status parse_shape(lexer *lx, header_fields *h)
     if (t.kind == TOK_ERROR)
         return QK_ERR_FORMAT;
     if (!is_punct(t, '(')) {
-        set_err(lx->err, lx->err_len, "bad header: 'shape' must be a tuple such as (3, 4)");
+        qk_io_error(lx->err, lx->err_len, "bad header: 'shape' must be a tuple such as (3, 4)");
         return QK_ERR_FORMAT;
     }
     h->ndim = 0;
@@ -301,14 +291,14 @@ static qk_status parse_shape(lexer *lx, header_fields *h)
         t = next_token(lx);
         if (is_punct(t, ')')) {
             if (h->ndim == 1) {
-                set_err(lx->err, lx->err_len, "bad header: 'shape' (n) is not a tuple: numpy writes (n,)");
+                qk_io_error(lx->err, lx->err_len, "bad header: 'shape' (n) is not a tuple: numpy writes (n,)");
                 return QK_ERR_FORMAT;
             }
             return QK_OK;
         }
         if (!is_punct(t, ',')) {
             if (t.kind != TOK_ERROR)
-                set_err(lx->err, lx->err_len, "bad header: expected ',' or ')' in 'shape'");
+                qk_io_error(lx->err, lx->err_len, "bad header: expected ',' or ')' in 'shape'");
             return QK_ERR_FORMAT;
         }
         t = next_token(lx);
@@ -327,18 +317,18 @@ static qk_status parse_entry(lexer *lx, token key, int seen[N_KEYS], header_fiel
         k++;
     if (k == N_KEYS) {
         char shown[48];
-        set_err(lx->err, lx->err_len, "bad header: unknown key '%s'", excerpt(shown, sizeof shown, key.text, key.len));
+        qk_io_error(lx->err, lx->err_len, "bad header: unknown key '%s'", excerpt(shown, sizeof shown, key.text, key.len));
         return QK_ERR_FORMAT;
     }
     if (seen[k]) {
-        set_err(lx->err, lx->err_len, "bad header: duplicate key '%s'", key_names[k]);
+        qk_io_error(lx->err, lx->err_len, "bad header: duplicate key '%s'", key_names[k]);
         return QK_ERR_FORMAT;
     }
     seen[k] = 1;
     token colon = next_token(lx);
     if (!is_punct(colon, ':')) {
         if (colon.kind != TOK_ERROR)
-            set_err(lx->err, lx->err_len, "bad header: expected ':' after key '%s'", key_names[k]);
+            qk_io_error(lx->err, lx->err_len, "bad header: expected ':' after key '%s'", key_names[k]);
         return QK_ERR_FORMAT;
     }
     switch (k) {
@@ -357,7 +347,7 @@ static qk_status parse_dict(lexer *lx, header_fields *h)
     token t = next_token(lx);
     if (!is_punct(t, '{')) {
         if (t.kind != TOK_ERROR)
-            set_err(lx->err, lx->err_len, "bad header: expected a dictionary starting with '{'");
+            qk_io_error(lx->err, lx->err_len, "bad header: expected a dictionary starting with '{'");
         return QK_ERR_FORMAT;
     }
     for (;;) {
@@ -367,11 +357,11 @@ static qk_status parse_dict(lexer *lx, header_fields *h)
         if (t.kind == TOK_ERROR)
             return QK_ERR_FORMAT;
         if (t.kind == TOK_END) {
-            set_err(lx->err, lx->err_len, "bad header: unterminated dictionary (no closing '}')");
+            qk_io_error(lx->err, lx->err_len, "bad header: unterminated dictionary (no closing '}')");
             return QK_ERR_FORMAT;
         }
         if (t.kind != TOK_STRING) {
-            set_err(lx->err, lx->err_len, "bad header: expected a quoted key in the dictionary");
+            qk_io_error(lx->err, lx->err_len, "bad header: expected a quoted key in the dictionary");
             return QK_ERR_FORMAT;
         }
         if (parse_entry(lx, t, seen, h) != QK_OK)
@@ -382,17 +372,17 @@ static qk_status parse_dict(lexer *lx, header_fields *h)
         if (t.kind == TOK_ERROR)
             return QK_ERR_FORMAT;
         if (t.kind == TOK_END) {
-            set_err(lx->err, lx->err_len, "bad header: unterminated dictionary (no closing '}')");
+            qk_io_error(lx->err, lx->err_len, "bad header: unterminated dictionary (no closing '}')");
             return QK_ERR_FORMAT;
         }
         if (!is_punct(t, ',')) {
-            set_err(lx->err, lx->err_len, "bad header: expected ',' or '}' after a value");
+            qk_io_error(lx->err, lx->err_len, "bad header: expected ',' or '}' after a value");
             return QK_ERR_FORMAT;
         }
     }
     for (int k = 0; k < N_KEYS; k++) {
         if (!seen[k]) {
-            set_err(lx->err, lx->err_len, "bad header: missing key '%s'", key_names[k]);
+            qk_io_error(lx->err, lx->err_len, "bad header: missing key '%s'", key_names[k]);
             return QK_ERR_FORMAT;
         }
     }
@@ -400,7 +390,7 @@ static qk_status parse_dict(lexer *lx, header_fields *h)
     t = next_token(lx);
     if (t.kind != TOK_END) {
         if (t.kind != TOK_ERROR)
-            set_err(lx->err, lx->err_len, "bad header: unexpected text after the dictionary");
+            qk_io_error(lx->err, lx->err_len, "bad header: unexpected text after the dictionary");
         return QK_ERR_FORMAT;
     }
     return QK_OK;
@@ -415,13 +405,13 @@ static qk_status count_elements(const header_fields *h, int64_t *n_out, char *er
             n = 0;
     for (int i = 0; i < h->ndim && n != 0; i++) {
         if (n > INT64_MAX / h->shape[i]) {
-            set_err(err, err_len, "bad header: the shape's element count overflows 64 bits");
+            qk_io_error(err, err_len, "bad header: the shape's element count overflows 64 bits");
             return QK_ERR_FORMAT;
         }
         n *= h->shape[i];
     }
     if (n > INT64_MAX / (int64_t)h->type->size) {
-        set_err(err, err_len, "bad header: the data size (%lld elements of %zu bytes) overflows 64 bits",
+        qk_io_error(err, err_len, "bad header: the data size (%lld elements of %zu bytes) overflows 64 bits",
                 (long long)n, h->type->size);
         return QK_ERR_FORMAT;
     }
@@ -443,33 +433,33 @@ static qk_status parse_preamble(const unsigned char *buf, size_t len, size_t *di
                                 char *err, size_t err_len)
 {
     if (len == 0) {
-        set_err(err, err_len, "empty file: not a .npy file");
+        qk_io_error(err, err_len, "empty file: not a .npy file");
         return QK_ERR_FORMAT;
     }
     size_t cmp = len < NPY_MAGIC_LEN ? len : NPY_MAGIC_LEN;
     if (memcmp(buf, NPY_MAGIC, cmp) != 0) {
-        set_err(err, err_len, "not a .npy file: bad magic (expected \\x93NUMPY)");
+        qk_io_error(err, err_len, "not a .npy file: bad magic (expected \\x93NUMPY)");
         return QK_ERR_FORMAT;
     }
     if (len < NPY_MAGIC_LEN + 2) {
-        set_err(err, err_len, "truncated: only %zu bytes, the .npy preamble needs at least %d", len,
+        qk_io_error(err, err_len, "truncated: only %zu bytes, the .npy preamble needs at least %d", len,
                 NPY_MAGIC_LEN + 2);
         return QK_ERR_FORMAT;
     }
     int major = buf[6], minor = buf[7];
     if (major < 1 || major > 3 || minor != 0) {
-        set_err(err, err_len, "unsupported .npy format version %d.%d (supported: 1.0, 2.0, 3.0)", major, minor);
+        qk_io_error(err, err_len, "unsupported .npy format version %d.%d (supported: 1.0, 2.0, 3.0)", major, minor);
         return QK_ERR_FORMAT;
     }
     int len_bytes = major == 1 ? 2 : 4;
     size_t prefix = NPY_MAGIC_LEN + 2 + (size_t)len_bytes;
     if (len < prefix) {
-        set_err(err, err_len, "truncated: the header length field is cut off (%zu bytes)", len);
+        qk_io_error(err, err_len, "truncated: the header length field is cut off (%zu bytes)", len);
         return QK_ERR_FORMAT;
     }
     uint32_t hlen = read_le(buf + NPY_MAGIC_LEN + 2, len_bytes);
     if (hlen > len - prefix) {
-        set_err(err, err_len, "truncated: header length %lu runs past the end of the input (%zu bytes)",
+        qk_io_error(err, err_len, "truncated: header length %lu runs past the end of the input (%zu bytes)",
                 (unsigned long)hlen, len);
         return QK_ERR_FORMAT;
     }
@@ -481,9 +471,9 @@ static qk_status parse_preamble(const unsigned char *buf, size_t len, size_t *di
 qk_status qk_npy_parse_header(const unsigned char *buf, size_t len, qk_npy *out, size_t *data_offset, char *err,
                               size_t err_len)
 {
-    set_err(err, err_len, "%s", "");
+    qk_io_error(err, err_len, "%s", "");
     if ((buf == NULL && len != 0) || out == NULL || data_offset == NULL) {
-        set_err(err, err_len, "qk_npy_parse_header: NULL argument");
+        qk_io_error(err, err_len, "qk_npy_parse_header: NULL argument");
         return QK_ERR_INVALID_ARG;
     }
     memset(out, 0, sizeof *out);
@@ -517,58 +507,17 @@ static size_t dtype_size(qk_dtype dtype)
     return t ? t->size : 0;
 }
 
-/* Map the whole file read-only. Non-regular files are refused up front:
- * O_NONBLOCK keeps a FIFO from blocking the open. */
-static qk_status map_file(const char *path, void **map, size_t *size, char *err, size_t err_len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        set_err(err, err_len, "%s: cannot open: %s", path, strerror(errno));
-        return QK_ERR_IO;
-    }
-    struct stat st;
-    qk_status status = QK_OK;
-    if (fstat(fd, &st) != 0) {
-        set_err(err, err_len, "%s: cannot stat: %s", path, strerror(errno));
-        status = QK_ERR_IO;
-    } else if (S_ISDIR(st.st_mode)) {
-        set_err(err, err_len, "%s: is a directory, not a .npy file", path);
-        status = QK_ERR_IO;
-    } else if (!S_ISREG(st.st_mode)) {
-        set_err(err, err_len, "%s: not a regular file", path);
-        status = QK_ERR_IO;
-    } else if (st.st_size == 0) {
-        set_err(err, err_len, "%s: empty file (0 bytes), not a .npy file", path);
-        status = QK_ERR_FORMAT;
-    } else if ((uint64_t)st.st_size > SIZE_MAX) {
-        set_err(err, err_len, "%s: file too large to map", path);
-        status = QK_ERR_IO;
-    } else {
-        *size = (size_t)st.st_size;
-        *map = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (*map == MAP_FAILED) {
-            set_err(err, err_len, "%s: cannot map %zu bytes: %s", path, *size, strerror(errno));
-            *map = NULL;
-            status = QK_ERR_IO;
-        } else {
-            (void)madvise(*map, *size, MADV_WILLNEED); /* a hint: start readahead now */
-        }
-    }
-    close(fd); /* the mapping stays valid */
-    return status;
-}
-
 static qk_status check_data_size(const qk_npy *npy, size_t file_size, size_t offset, char *err, size_t err_len)
 {
     uint64_t want = (uint64_t)npy->n * dtype_size(npy->dtype);
     uint64_t have = file_size - offset;
     if (have < want) {
-        set_err(err, err_len, "truncated: expected %llu bytes of data, file has %llu", (unsigned long long)want,
+        qk_io_error(err, err_len, "truncated: expected %llu bytes of data, file has %llu", (unsigned long long)want,
                 (unsigned long long)have);
         return QK_ERR_FORMAT;
     }
     if (have > want) {
-        set_err(err, err_len, "longer than its shape says: expected %llu bytes of data, file has %llu",
+        qk_io_error(err, err_len, "longer than its shape says: expected %llu bytes of data, file has %llu",
                 (unsigned long long)want, (unsigned long long)have);
         return QK_ERR_FORMAT;
     }
@@ -577,9 +526,9 @@ static qk_status check_data_size(const qk_npy *npy, size_t file_size, size_t off
 
 qk_status qk_npy_open(const char *path, qk_npy *out, char *err, size_t err_len)
 {
-    set_err(err, err_len, "%s", "");
+    qk_io_error(err, err_len, "%s", "");
     if (out == NULL || path == NULL) {
-        set_err(err, err_len, "qk_npy_open: NULL %s", out == NULL ? "output" : "path");
+        qk_io_error(err, err_len, "qk_npy_open: NULL %s", out == NULL ? "output" : "path");
         if (out != NULL)
             memset(out, 0, sizeof *out);
         return QK_ERR_INVALID_ARG;
@@ -587,7 +536,7 @@ qk_status qk_npy_open(const char *path, qk_npy *out, char *err, size_t err_len)
     memset(out, 0, sizeof *out);
     void *map = NULL;
     size_t size = 0;
-    qk_status st = map_file(path, &map, &size, err, err_len);
+    qk_status st = qk_map_file(path, "a .npy file", MADV_WILLNEED, &map, &size, err, err_len);
     if (st != QK_OK)
         return st;
 
@@ -599,7 +548,7 @@ qk_status qk_npy_open(const char *path, qk_npy *out, char *err, size_t err_len)
     if (st != QK_OK) {
         munmap(map, size);
         memset(out, 0, sizeof *out);
-        set_err(err, err_len, "%s: %s", path, why);
+        qk_io_error(err, err_len, "%s: %s", path, why);
         return st;
     }
 
@@ -619,7 +568,7 @@ qk_status qk_npy_open(const char *path, qk_npy *out, char *err, size_t err_len)
         if (out->copy_ == NULL) {
             munmap(map, size);
             memset(out, 0, sizeof *out);
-            set_err(err, err_len, "%s: out of memory copying %zu misaligned bytes", path, bytes);
+            qk_io_error(err, err_len, "%s: out of memory copying %zu misaligned bytes", path, bytes);
             return QK_ERR_NO_MEMORY;
         }
         memcpy(out->copy_, data, bytes);
@@ -698,42 +647,42 @@ static qk_status check_write_args(const char *path, qk_dtype dtype, int ndim, co
                                   const void *data, size_t *bytes, char *err, size_t err_len)
 {
     if (path == NULL || *path == '\0') {
-        set_err(err, err_len, "qk_npy_write: empty or NULL path");
+        qk_io_error(err, err_len, "qk_npy_write: empty or NULL path");
         return QK_ERR_INVALID_ARG;
     }
     if ((int)dtype < 0 || dtype >= QK_DTYPE_COUNT) {
-        set_err(err, err_len, "qk_npy_write: invalid dtype %d", (int)dtype);
+        qk_io_error(err, err_len, "qk_npy_write: invalid dtype %d", (int)dtype);
         return QK_ERR_INVALID_ARG;
     }
     const npy_type *type = type_by_dtype(dtype);
     if (type == NULL) {
-        set_err(err, err_len, "qk_npy_write: dtype %d (bfloat16) has no .npy equivalent", (int)dtype);
+        qk_io_error(err, err_len, "qk_npy_write: dtype %d (bfloat16) has no .npy equivalent", (int)dtype);
         return QK_ERR_UNSUPPORTED;
     }
     if (ndim < 0 || ndim > QK_NPY_MAX_DIMS) {
-        set_err(err, err_len, "qk_npy_write: ndim %d is outside 0..%d", ndim, QK_NPY_MAX_DIMS);
+        qk_io_error(err, err_len, "qk_npy_write: ndim %d is outside 0..%d", ndim, QK_NPY_MAX_DIMS);
         return QK_ERR_INVALID_ARG;
     }
     if (ndim > 0 && shape == NULL) {
-        set_err(err, err_len, "qk_npy_write: NULL shape for ndim %d", ndim);
+        qk_io_error(err, err_len, "qk_npy_write: NULL shape for ndim %d", ndim);
         return QK_ERR_INVALID_ARG;
     }
     header_fields h = {.type = type, .ndim = ndim};
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0) {
-            set_err(err, err_len, "qk_npy_write: shape[%d] = %lld is negative", i, (long long)shape[i]);
+            qk_io_error(err, err_len, "qk_npy_write: shape[%d] = %lld is negative", i, (long long)shape[i]);
             return QK_ERR_INVALID_ARG;
         }
         h.shape[i] = shape[i];
     }
     int64_t n = 0;
     if (count_elements(&h, &n, NULL, 0) != QK_OK || (uint64_t)n > SIZE_MAX / type->size) {
-        set_err(err, err_len, "qk_npy_write: the shape's byte count overflows");
+        qk_io_error(err, err_len, "qk_npy_write: the shape's byte count overflows");
         return QK_ERR_INVALID_ARG;
     }
     *bytes = (size_t)n * type->size;
     if (data == NULL && *bytes > 0) {
-        set_err(err, err_len, "qk_npy_write: NULL data for %lld elements", (long long)n);
+        qk_io_error(err, err_len, "qk_npy_write: NULL data for %lld elements", (long long)n);
         return QK_ERR_INVALID_ARG;
     }
     return QK_OK;
@@ -742,7 +691,7 @@ static qk_status check_write_args(const char *path, qk_dtype dtype, int ndim, co
 qk_status qk_npy_write(const char *path, qk_dtype dtype, int ndim, const int64_t *shape, const void *data,
                        char *err, size_t err_len)
 {
-    set_err(err, err_len, "%s", "");
+    qk_io_error(err, err_len, "%s", "");
     size_t bytes = 0;
     qk_status st = check_write_args(path, dtype, ndim, shape, data, &bytes, err, err_len);
     if (st != QK_OK)
@@ -750,7 +699,7 @@ qk_status qk_npy_write(const char *path, qk_dtype dtype, int ndim, const int64_t
     char header[2048];
     size_t header_len = format_header(header, sizeof header, type_by_dtype(dtype)->descr, ndim, shape);
     if (header_len == 0) {
-        set_err(err, err_len, "qk_npy_write: header too long");
+        qk_io_error(err, err_len, "qk_npy_write: header too long");
         return QK_ERR_INVALID_ARG;
     }
 

@@ -24,6 +24,7 @@
 #include <cjson/cJSON.h>
 
 #include "atomic_file.h"
+#include "map_file.h"
 #include "big_alloc.h"
 
 /* Tensor bytes are exposed in place as host-order numbers; safetensors is little-endian. */
@@ -36,17 +37,6 @@
 #define ST_MAX_INT ((uint64_t)1 << 53)      /* largest integer every JSON reader holds exactly */
 #define ST_METADATA_KEY "__metadata__"
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err == NULL || err_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- dtypes ------------------------------------------------------------------ */
 
@@ -210,18 +200,18 @@ static qk_status scan_number(const unsigned char *h, size_t n, size_t i, size_t 
         return QK_OK;
     }
     if (end != j) {
-        set_err(err, err_len,
+        qk_io_error(err, err_len,
                 "bad header: number %s at header byte %zu is not an integer (shape and data_offsets hold "
                 "non-negative integers)",
                 text, i);
         return QK_ERR_FORMAT;
     }
     if (j - digits > 1 && h[digits] == '0') {
-        set_err(err, err_len, "bad header: number %s at header byte %zu has a leading zero", text, i);
+        qk_io_error(err, err_len, "bad header: number %s at header byte %zu has a leading zero", text, i);
         return QK_ERR_FORMAT;
     }
     if (too_big || v > ST_MAX_INT) {
-        set_err(err, err_len, "bad header: integer %s at header byte %zu is larger than 2^53", text, i);
+        qk_io_error(err, err_len, "bad header: integer %s at header byte %zu is larger than 2^53", text, i);
         return QK_ERR_FORMAT;
     }
     *next = j;
@@ -236,7 +226,7 @@ static qk_status scan_header(const unsigned char *h, size_t n, char *err, size_t
     while (first < n && (h[first] == ' ' || h[first] == '\t' || h[first] == '\n' || h[first] == '\r'))
         first++;
     if (first == n || h[first] != '{') {
-        set_err(err, err_len, "bad header: it must be a JSON object starting with '{' (found byte 0x%02x at %zu)",
+        qk_io_error(err, err_len, "bad header: it must be a JSON object starting with '{' (found byte 0x%02x at %zu)",
                 first < n ? h[first] : 0u, first);
         return QK_ERR_FORMAT;
     }
@@ -247,7 +237,7 @@ static qk_status scan_header(const unsigned char *h, size_t n, char *err, size_t
         if (c >= 0x80) {
             size_t l = utf8_len(h + i, n - i);
             if (l == 0) {
-                set_err(err, err_len, "bad header: invalid UTF-8 at header byte %zu", i);
+                qk_io_error(err, err_len, "bad header: invalid UTF-8 at header byte %zu", i);
                 return QK_ERR_FORMAT;
             }
             i += l;
@@ -258,7 +248,7 @@ static qk_status scan_header(const unsigned char *h, size_t n, char *err, size_t
                 in_string = 0;
             } else if (c == '\\') {
                 if (n - i >= 6 && memcmp(h + i + 1, "u0000", 5) == 0) {
-                    set_err(err, err_len,
+                    qk_io_error(err, err_len,
                             "bad header: \\u0000 (a NUL character) in a string at header byte %zu is not supported",
                             i);
                     return QK_ERR_FORMAT;
@@ -266,7 +256,7 @@ static qk_status scan_header(const unsigned char *h, size_t n, char *err, size_t
                 if (i + 1 < n && h[i + 1] < 0x80)
                     i++; /* the escaped character; anything else is cJSON's to refuse */
             } else if (c < 0x20) {
-                set_err(err, err_len, "bad header: unescaped control byte 0x%02x in a string at header byte %zu", c,
+                qk_io_error(err, err_len, "bad header: unescaped control byte 0x%02x in a string at header byte %zu", c,
                         i);
                 return QK_ERR_FORMAT;
             }
@@ -280,7 +270,7 @@ static qk_status scan_header(const unsigned char *h, size_t n, char *err, size_t
             i = next;
             continue;
         } else if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
-            set_err(err, err_len, "bad header: control byte 0x%02x at header byte %zu", c, i);
+            qk_io_error(err, err_len, "bad header: control byte 0x%02x at header byte %zu", c, i);
             return QK_ERR_FORMAT;
         }
         i++;
@@ -352,7 +342,7 @@ static qk_status check_shape(const cJSON *shape, entry *e, const char *name, cha
 {
     char nm[SHOWN_LEN];
     if (!cJSON_IsArray(shape)) {
-        set_err(err, err_len, "tensor '%s': 'shape' must be an array of integers", SHOW(nm, name));
+        qk_io_error(err, err_len, "tensor '%s': 'shape' must be an array of integers", SHOW(nm, name));
         return QK_ERR_FORMAT;
     }
     int ndim = 0;
@@ -360,22 +350,22 @@ static qk_status check_shape(const cJSON *shape, entry *e, const char *name, cha
     int zero = 0;
     for (const cJSON *d = shape->child; d != NULL; d = d->next) {
         if (ndim == QK_ST_MAX_DIMS) {
-            set_err(err, err_len, "tensor '%s': 'shape' has more than %d dimensions", SHOW(nm, name),
+            qk_io_error(err, err_len, "tensor '%s': 'shape' has more than %d dimensions", SHOW(nm, name),
                     QK_ST_MAX_DIMS);
             return QK_ERR_FORMAT;
         }
         uint64_t v = 0;
         int r = get_uint(d, &v);
         if (r == -1) {
-            set_err(err, err_len, "tensor '%s': shape[%d] is not a number", SHOW(nm, name), ndim);
+            qk_io_error(err, err_len, "tensor '%s': shape[%d] is not a number", SHOW(nm, name), ndim);
             return QK_ERR_FORMAT;
         }
         if (r == -2) {
-            set_err(err, err_len, "tensor '%s': shape[%d] is negative", SHOW(nm, name), ndim);
+            qk_io_error(err, err_len, "tensor '%s': shape[%d] is negative", SHOW(nm, name), ndim);
             return QK_ERR_FORMAT;
         }
         if (r != 0) {
-            set_err(err, err_len, "tensor '%s': shape[%d] is not an integer of at most 2^53", SHOW(nm, name), ndim);
+            qk_io_error(err, err_len, "tensor '%s': shape[%d] is not an integer of at most 2^53", SHOW(nm, name), ndim);
             return QK_ERR_FORMAT;
         }
         if (v == 0)
@@ -389,7 +379,7 @@ static qk_status check_shape(const cJSON *shape, entry *e, const char *name, cha
         for (const cJSON *d = shape->child; d != NULL; d = d->next) {
             int64_t v = (int64_t)d->valuedouble;
             if (n > INT64_MAX / v) {
-                set_err(err, err_len, "tensor '%s': the shape's element count overflows 64 bits", SHOW(nm, name));
+                qk_io_error(err, err_len, "tensor '%s': the shape's element count overflows 64 bits", SHOW(nm, name));
                 return QK_ERR_FORMAT;
             }
             n *= v;
@@ -406,13 +396,13 @@ static qk_status tensor_bytes(const st_type *type, int64_t n, uint64_t *bytes, c
 {
     char nm[SHOWN_LEN];
     if ((uint64_t)n > UINT64_MAX / (uint64_t)type->bits) {
-        set_err(err, err_len, "tensor '%s': %lld elements of %s overflow 64 bits of bytes", SHOW(nm, name),
+        qk_io_error(err, err_len, "tensor '%s': %lld elements of %s overflow 64 bits of bytes", SHOW(nm, name),
                 (long long)n, type->name);
         return QK_ERR_FORMAT;
     }
     uint64_t bits = (uint64_t)n * (uint64_t)type->bits;
     if (bits % 8 != 0) {
-        set_err(err, err_len, "tensor '%s': %lld elements of %s are %llu bits, not a whole number of bytes",
+        qk_io_error(err, err_len, "tensor '%s': %lld elements of %s are %llu bits, not a whole number of bytes",
                 SHOW(nm, name), (long long)n, type->name, (unsigned long long)bits);
         return QK_ERR_FORMAT;
     }
@@ -426,7 +416,7 @@ static qk_status check_tensor(const cJSON *obj, size_t data_size, entry *e, char
     const char *name = obj->string;
     e->name = name;
     if (!cJSON_IsObject(obj)) {
-        set_err(err, err_len, "tensor '%s': its entry must be an object with dtype, shape and data_offsets",
+        qk_io_error(err, err_len, "tensor '%s': its entry must be an object with dtype, shape and data_offsets",
                 SHOW(nm, name));
         return QK_ERR_FORMAT;
     }
@@ -441,30 +431,30 @@ static qk_status check_tensor(const cJSON *obj, size_t data_size, entry *e, char
             slot = &offsets;
         if (slot == NULL) {
             char key[SHOWN_LEN];
-            set_err(err, err_len, "tensor '%s': unknown key '%s' (expected dtype, shape, data_offsets)",
+            qk_io_error(err, err_len, "tensor '%s': unknown key '%s' (expected dtype, shape, data_offsets)",
                     SHOW(nm, name), SHOW(key, k->string));
             return QK_ERR_FORMAT;
         }
         if (*slot != NULL) {
-            set_err(err, err_len, "tensor '%s': duplicate key '%s'", SHOW(nm, name), k->string);
+            qk_io_error(err, err_len, "tensor '%s': duplicate key '%s'", SHOW(nm, name), k->string);
             return QK_ERR_FORMAT;
         }
         *slot = k;
     }
     if (dtype == NULL || shape == NULL || offsets == NULL) {
-        set_err(err, err_len, "tensor '%s': missing key '%s'", SHOW(nm, name),
+        qk_io_error(err, err_len, "tensor '%s': missing key '%s'", SHOW(nm, name),
                 dtype == NULL ? "dtype" : shape == NULL ? "shape" : "data_offsets");
         return QK_ERR_FORMAT;
     }
 
     if (!cJSON_IsString(dtype)) {
-        set_err(err, err_len, "tensor '%s': 'dtype' must be a string such as \"F32\"", SHOW(nm, name));
+        qk_io_error(err, err_len, "tensor '%s': 'dtype' must be a string such as \"F32\"", SHOW(nm, name));
         return QK_ERR_FORMAT;
     }
     e->type = type_by_name(dtype->valuestring);
     if (e->type == NULL) {
         char dt[40];
-        set_err(err, err_len,
+        qk_io_error(err, err_len,
                 "tensor '%s': unknown dtype '%s' (known: F32 F64 F16 BF16 U8 I8 U16 I16 I32 U32 I64 U64 BOOL C64 "
                 "F8_E4M3 F8_E5M2 F8_E8M0 F4 F6_E2M3 F6_E3M2)",
                 SHOW(nm, name), SHOW(dt, dtype->valuestring));
@@ -481,29 +471,29 @@ static qk_status check_tensor(const cJSON *obj, size_t data_size, entry *e, char
         return st;
 
     if (!cJSON_IsArray(offsets) || cJSON_GetArraySize(offsets) != 2) {
-        set_err(err, err_len, "tensor '%s': 'data_offsets' must be an array [begin, end]", SHOW(nm, name));
+        qk_io_error(err, err_len, "tensor '%s': 'data_offsets' must be an array [begin, end]", SHOW(nm, name));
         return QK_ERR_FORMAT;
     }
     uint64_t begin = 0, end = 0;
     int rb = get_uint(offsets->child, &begin), re = get_uint(offsets->child->next, &end);
     if (rb != 0 || re != 0) {
-        set_err(err, err_len, "tensor '%s': data_offsets must be two non-negative integers", SHOW(nm, name));
+        qk_io_error(err, err_len, "tensor '%s': data_offsets must be two non-negative integers", SHOW(nm, name));
         return QK_ERR_FORMAT;
     }
     if (end < begin) {
-        set_err(err, err_len, "tensor '%s': data_offsets end %llu is before begin %llu", SHOW(nm, name),
+        qk_io_error(err, err_len, "tensor '%s': data_offsets end %llu is before begin %llu", SHOW(nm, name),
                 (unsigned long long)end, (unsigned long long)begin);
         return QK_ERR_FORMAT;
     }
     if (end > data_size) {
-        set_err(err, err_len,
+        qk_io_error(err, err_len,
                 "tensor '%s': data_offsets [%llu, %llu] run past the end of the data section (%zu bytes): "
                 "truncated file?",
                 SHOW(nm, name), (unsigned long long)begin, (unsigned long long)end, data_size);
         return QK_ERR_FORMAT;
     }
     if (end - begin != bytes) {
-        set_err(err, err_len,
+        qk_io_error(err, err_len,
                 "tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but %lld elements of %s take %llu",
                 SHOW(nm, name), (unsigned long long)begin, (unsigned long long)end,
                 (unsigned long long)(end - begin), (long long)e->n, e->type->name, (unsigned long long)bytes);
@@ -517,18 +507,18 @@ static qk_status check_tensor(const cJSON *obj, size_t data_size, entry *e, char
 static qk_status check_metadata(const cJSON *meta, size_t *count, size_t *string_bytes, char *err, size_t err_len)
 {
     if (!cJSON_IsObject(meta)) {
-        set_err(err, err_len, "bad header: '__metadata__' must be an object of strings");
+        qk_io_error(err, err_len, "bad header: '__metadata__' must be an object of strings");
         return QK_ERR_FORMAT;
     }
     for (const cJSON *m = meta->child; m != NULL; m = m->next) {
         if (!cJSON_IsString(m) || m->valuestring == NULL) {
             char key[SHOWN_LEN];
-            set_err(err, err_len, "bad header: '__metadata__' value for key '%s' is not a string",
+            qk_io_error(err, err_len, "bad header: '__metadata__' value for key '%s' is not a string",
                     SHOW(key, m->string));
             return QK_ERR_FORMAT;
         }
         if (!valid_utf8(m->string) || !valid_utf8(m->valuestring)) {
-            set_err(err, err_len, "bad header: '__metadata__' holds a string that is not valid UTF-8");
+            qk_io_error(err, err_len, "bad header: '__metadata__' holds a string that is not valid UTF-8");
             return QK_ERR_FORMAT;
         }
         (*count)++;
@@ -574,13 +564,13 @@ static qk_status check_coverage(const entry *e, size_t n, size_t data_size, char
     uint64_t pos = 0;
     for (size_t i = 0; i < n; i++) {
         if (e[i].begin < pos) {
-            set_err(err, err_len, "tensor '%s' (bytes [%llu, %llu)) overlaps tensor '%s' (bytes [%llu, %llu))",
+            qk_io_error(err, err_len, "tensor '%s' (bytes [%llu, %llu)) overlaps tensor '%s' (bytes [%llu, %llu))",
                     SHOW(nm, e[i].name), (unsigned long long)e[i].begin, (unsigned long long)e[i].end,
                     SHOW(nm2, e[i - 1].name), (unsigned long long)e[i - 1].begin, (unsigned long long)e[i - 1].end);
             return QK_ERR_FORMAT;
         }
         if (e[i].begin > pos) {
-            set_err(err, err_len,
+            qk_io_error(err, err_len,
                     "bytes [%llu, %llu) of the data section belong to no tensor (a gap before tensor '%s'); "
                     "safetensors requires the tensors to cover the data section exactly",
                     (unsigned long long)pos, (unsigned long long)e[i].begin, SHOW(nm, e[i].name));
@@ -589,7 +579,7 @@ static qk_status check_coverage(const entry *e, size_t n, size_t data_size, char
         pos = e[i].end;
     }
     if (pos != data_size) {
-        set_err(err, err_len,
+        qk_io_error(err, err_len,
                 "the last %llu bytes of the data section (%zu bytes) belong to no tensor (tensors end at %llu); "
                 "safetensors requires the tensors to cover the data section exactly",
                 (unsigned long long)(data_size - pos), data_size, (unsigned long long)pos);
@@ -611,7 +601,7 @@ static qk_status build(const cJSON *root, const unsigned char *data, size_t data
     if (entries == NULL || names == NULL) {
         free(entries);
         free(names);
-        set_err(err, err_len, "out of memory for %zu header entries", n_children);
+        qk_io_error(err, err_len, "out of memory for %zu header entries", n_children);
         return QK_ERR_NO_MEMORY;
     }
 
@@ -621,7 +611,7 @@ static qk_status build(const cJSON *root, const unsigned char *data, size_t data
     for (const cJSON *c = root->child; c != NULL && st == QK_OK; c = c->next) {
         if (strcmp(c->string, ST_METADATA_KEY) == 0) {
             if (meta != NULL) {
-                set_err(err, err_len, "bad header: duplicate key '__metadata__'");
+                qk_io_error(err, err_len, "bad header: duplicate key '__metadata__'");
                 st = QK_ERR_FORMAT;
                 break;
             }
@@ -630,7 +620,7 @@ static qk_status build(const cJSON *root, const unsigned char *data, size_t data
             continue;
         }
         if (!valid_utf8(c->string)) {
-            set_err(err, err_len, "bad header: tensor name '%s' is not valid UTF-8", SHOW(nm, c->string));
+            qk_io_error(err, err_len, "bad header: tensor name '%s' is not valid UTF-8", SHOW(nm, c->string));
             st = QK_ERR_FORMAT;
             break;
         }
@@ -651,7 +641,7 @@ static qk_status build(const cJSON *root, const unsigned char *data, size_t data
         qsort(names, n_tensors, sizeof *names, cmp_name_ref);
         for (size_t i = 1; i < n_tensors; i++) {
             if (strcmp(names[i - 1].name, names[i].name) == 0) {
-                set_err(err, err_len, "bad header: duplicate tensor name '%s'", SHOW(nm, names[i].name));
+                qk_io_error(err, err_len, "bad header: duplicate tensor name '%s'", SHOW(nm, names[i].name));
                 st = QK_ERR_FORMAT;
                 break;
             }
@@ -669,7 +659,7 @@ static qk_status build(const cJSON *root, const unsigned char *data, size_t data
         f->strings = malloc(string_bytes ? string_bytes : 1);
         f->shapes = calloc(total_dims ? total_dims : 1, sizeof *f->shapes);
         if (f->tensors == NULL || f->by_name == NULL || f->meta == NULL || f->strings == NULL || f->shapes == NULL) {
-            set_err(err, err_len, "out of memory for %zu tensors", n_tensors);
+            qk_io_error(err, err_len, "out of memory for %zu tensors", n_tensors);
             st = QK_ERR_NO_MEMORY;
         }
     }
@@ -678,7 +668,7 @@ static qk_status build(const cJSON *root, const unsigned char *data, size_t data
         int64_t *dims = f->shapes;
         size_t *rank = calloc(n_tensors ? n_tensors : 1, sizeof *rank);
         if (rank == NULL) {
-            set_err(err, err_len, "out of memory for %zu tensors", n_tensors);
+            qk_io_error(err, err_len, "out of memory for %zu tensors", n_tensors);
             st = QK_ERR_NO_MEMORY;
         } else {
             for (size_t i = 0; i < n_tensors; i++) {
@@ -722,7 +712,7 @@ static qk_status build(const cJSON *root, const unsigned char *data, size_t data
             qsort(f->meta, n_meta, sizeof *f->meta, cmp_meta);
             for (i = 1; i < n_meta; i++) {
                 if (strcmp(f->meta[i - 1].key, f->meta[i].key) == 0) {
-                    set_err(err, err_len, "bad header: duplicate key '%s' in '__metadata__'", SHOW(nm, f->meta[i].key));
+                    qk_io_error(err, err_len, "bad header: duplicate key '%s' in '__metadata__'", SHOW(nm, f->meta[i].key));
                     st = QK_ERR_FORMAT;
                     break;
                 }
@@ -744,34 +734,34 @@ static uint64_t read_le64(const unsigned char *p)
 
 qk_status qk_st_parse(const unsigned char *buf, size_t len, qk_st_file **out, char *err, size_t err_len)
 {
-    set_err(err, err_len, "%s", "");
+    qk_io_error(err, err_len, "%s", "");
     if (out == NULL || (buf == NULL && len != 0)) {
-        set_err(err, err_len, "qk_st_parse: NULL argument");
+        qk_io_error(err, err_len, "qk_st_parse: NULL argument");
         return QK_ERR_INVALID_ARG;
     }
     *out = NULL;
     if (len < ST_PREFIX) {
         if (len == 0)
-            set_err(err, err_len, "empty file (0 bytes): not a safetensors file");
+            qk_io_error(err, err_len, "empty file (0 bytes): not a safetensors file");
         else
-            set_err(err, err_len, "truncated: only %zu bytes, a safetensors file starts with an 8-byte header length",
+            qk_io_error(err, err_len, "truncated: only %zu bytes, a safetensors file starts with an 8-byte header length",
                     len);
         return QK_ERR_FORMAT;
     }
     uint64_t hlen = read_le64(buf);
     if (hlen > len - ST_PREFIX) {
-        set_err(err, err_len,
+        qk_io_error(err, err_len,
                 "header length %llu runs past the end of the file (%zu bytes): truncated, or not a safetensors file",
                 (unsigned long long)hlen, len);
         return QK_ERR_FORMAT;
     }
     if (hlen > QK_ST_MAX_HEADER) {
-        set_err(err, err_len, "header length %llu is over the %llu-byte limit", (unsigned long long)hlen,
+        qk_io_error(err, err_len, "header length %llu is over the %llu-byte limit", (unsigned long long)hlen,
                 (unsigned long long)QK_ST_MAX_HEADER);
         return QK_ERR_FORMAT;
     }
     if (hlen < 2) {
-        set_err(err, err_len, "header length %llu is too small for a JSON object (at least '{}')",
+        qk_io_error(err, err_len, "header length %llu is too small for a JSON object (at least '{}')",
                 (unsigned long long)hlen);
         return QK_ERR_FORMAT;
     }
@@ -787,7 +777,7 @@ qk_status qk_st_parse(const unsigned char *buf, size_t len, qk_st_file **out, ch
     if (text == NULL || f == NULL) {
         free(text);
         free(f);
-        set_err(err, err_len, "out of memory for a %llu-byte header", (unsigned long long)hlen);
+        qk_io_error(err, err_len, "out of memory for a %llu-byte header", (unsigned long long)hlen);
         return QK_ERR_NO_MEMORY;
     }
     memcpy(text, h, (size_t)hlen);
@@ -798,10 +788,10 @@ qk_status qk_st_parse(const unsigned char *buf, size_t len, qk_st_file **out, ch
         size_t pos = (end != NULL && end >= text && end <= text + hlen) ? (size_t)(end - text) : 0;
         char near[40];
         shown(near, sizeof near, text + pos, (size_t)hlen - pos < 24 ? (size_t)hlen - pos : 24);
-        set_err(err, err_len, "bad header: not valid JSON (at header byte %zu: '%s')", pos, near);
+        qk_io_error(err, err_len, "bad header: not valid JSON (at header byte %zu: '%s')", pos, near);
         st = QK_ERR_FORMAT;
     } else if (!cJSON_IsObject(root)) {
-        set_err(err, err_len, "bad header: not a JSON object");
+        qk_io_error(err, err_len, "bad header: not a JSON object");
         st = QK_ERR_FORMAT;
     } else {
         /* Only JSON whitespace may follow the object (writers pad with spaces). */
@@ -809,7 +799,7 @@ qk_status qk_st_parse(const unsigned char *buf, size_t len, qk_st_file **out, ch
         while (pos < hlen && (text[pos] == ' ' || text[pos] == '\t' || text[pos] == '\n' || text[pos] == '\r'))
             pos++;
         if (pos != hlen) {
-            set_err(err, err_len, "bad header: unexpected text after the JSON object at header byte %zu", pos);
+            qk_io_error(err, err_len, "bad header: unexpected text after the JSON object at header byte %zu", pos);
             st = QK_ERR_FORMAT;
         }
     }
@@ -828,52 +818,11 @@ qk_status qk_st_parse(const unsigned char *buf, size_t len, qk_st_file **out, ch
     return QK_OK;
 }
 
-/* Map the whole file read-only. Non-regular files are refused up front:
- * O_NONBLOCK keeps a FIFO from blocking the open. */
-static qk_status map_file(const char *path, void **map, size_t *size, char *err, size_t err_len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        set_err(err, err_len, "%s: cannot open: %s", path, strerror(errno));
-        return QK_ERR_IO;
-    }
-    struct stat st;
-    qk_status status = QK_OK;
-    if (fstat(fd, &st) != 0) {
-        set_err(err, err_len, "%s: cannot stat: %s", path, strerror(errno));
-        status = QK_ERR_IO;
-    } else if (S_ISDIR(st.st_mode)) {
-        set_err(err, err_len, "%s: is a directory, not a safetensors file", path);
-        status = QK_ERR_IO;
-    } else if (!S_ISREG(st.st_mode)) {
-        set_err(err, err_len, "%s: not a regular file", path);
-        status = QK_ERR_IO;
-    } else if (st.st_size == 0) {
-        set_err(err, err_len, "%s: empty file (0 bytes), not a safetensors file", path);
-        status = QK_ERR_FORMAT;
-    } else if ((uint64_t)st.st_size > SIZE_MAX) {
-        set_err(err, err_len, "%s: file too large to map", path);
-        status = QK_ERR_IO;
-    } else {
-        *size = (size_t)st.st_size;
-        *map = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (*map == MAP_FAILED) {
-            set_err(err, err_len, "%s: cannot map %zu bytes: %s", path, *size, strerror(errno));
-            *map = NULL;
-            status = QK_ERR_IO;
-        } else {
-            (void)madvise(*map, *size, MADV_SEQUENTIAL); /* a hint: tensors are read front to back */
-        }
-    }
-    close(fd); /* the mapping stays valid */
-    return status;
-}
-
 qk_status qk_st_open(const char *path, qk_st_file **out, char *err, size_t err_len)
 {
-    set_err(err, err_len, "%s", "");
+    qk_io_error(err, err_len, "%s", "");
     if (out == NULL || path == NULL) {
-        set_err(err, err_len, "qk_st_open: NULL %s", out == NULL ? "output" : "path");
+        qk_io_error(err, err_len, "qk_st_open: NULL %s", out == NULL ? "output" : "path");
         if (out != NULL)
             *out = NULL;
         return QK_ERR_INVALID_ARG;
@@ -881,7 +830,7 @@ qk_status qk_st_open(const char *path, qk_st_file **out, char *err, size_t err_l
     *out = NULL;
     void *map = NULL;
     size_t size = 0;
-    qk_status st = map_file(path, &map, &size, err, err_len);
+    qk_status st = qk_map_file(path, "a safetensors file", MADV_SEQUENTIAL, &map, &size, err, err_len);
     if (st != QK_OK)
         return st;
     char why[512];
@@ -889,7 +838,7 @@ qk_status qk_st_open(const char *path, qk_st_file **out, char *err, size_t err_l
     st = qk_st_parse(map, size, &f, why, sizeof why);
     if (st != QK_OK) {
         munmap(map, size);
-        set_err(err, err_len, "%s: %s", path, why);
+        qk_io_error(err, err_len, "%s: %s", path, why);
         return st;
     }
     f->map = map;
@@ -962,9 +911,9 @@ size_t qk_st_data_size(const qk_st_file *f) { return f ? f->data_size : 0; }
 
 qk_status qk_st_tensor_aligned(const qk_st_tensor *t, const void **data, void **copy, char *err, size_t err_len)
 {
-    set_err(err, err_len, "%s", "");
+    qk_io_error(err, err_len, "%s", "");
     if (t == NULL || data == NULL || copy == NULL) {
-        set_err(err, err_len, "qk_st_tensor_aligned: NULL argument");
+        qk_io_error(err, err_len, "qk_st_tensor_aligned: NULL argument");
         return QK_ERR_INVALID_ARG;
     }
     *copy = NULL;
@@ -978,7 +927,7 @@ qk_status qk_st_tensor_aligned(const qk_st_tensor *t, const void **data, void **
     void *p = qk_big_alloc(t->nbytes); /* malloc (16-aligned) or a page-aligned mapping */
     if (p == NULL) {
         char nm[SHOWN_LEN];
-        set_err(err, err_len, "tensor '%s': out of memory copying %zu misaligned bytes", SHOW(nm, t->name),
+        qk_io_error(err, err_len, "tensor '%s': out of memory copying %zu misaligned bytes", SHOW(nm, t->name),
                 t->nbytes);
         return QK_ERR_NO_MEMORY;
     }
@@ -1076,19 +1025,19 @@ void qk_st_writer_abort(qk_st_writer *w)
 
 qk_status qk_st_writer_begin(const char *path, qk_st_writer **out, char *err, size_t err_len)
 {
-    set_err(err, err_len, "%s", "");
+    qk_io_error(err, err_len, "%s", "");
     if (out == NULL) {
-        set_err(err, err_len, "qk_st_writer_begin: NULL output");
+        qk_io_error(err, err_len, "qk_st_writer_begin: NULL output");
         return QK_ERR_INVALID_ARG;
     }
     *out = NULL;
     if (path == NULL || *path == '\0') {
-        set_err(err, err_len, "qk_st_writer_begin: empty or NULL path");
+        qk_io_error(err, err_len, "qk_st_writer_begin: empty or NULL path");
         return QK_ERR_INVALID_ARG;
     }
     qk_st_writer *w = calloc(1, sizeof *w);
     if (w == NULL) {
-        set_err(err, err_len, "%s: out of memory", path);
+        qk_io_error(err, err_len, "%s: out of memory", path);
         return QK_ERR_NO_MEMORY;
     }
     qk_status st = qk_atomic_open(&w->file, path, err, err_len);
@@ -1105,30 +1054,30 @@ static qk_status add_tensor(qk_st_writer *w, const char *name, const st_type *ty
 {
     char nm[SHOWN_LEN];
     if (name == NULL || *name == '\0') {
-        set_err(err, err_len, "qk_st_writer_add: empty or NULL tensor name");
+        qk_io_error(err, err_len, "qk_st_writer_add: empty or NULL tensor name");
         return QK_ERR_INVALID_ARG;
     }
     if (!valid_utf8(name)) {
-        set_err(err, err_len, "qk_st_writer_add: tensor name '%s' is not valid UTF-8", SHOW(nm, name));
+        qk_io_error(err, err_len, "qk_st_writer_add: tensor name '%s' is not valid UTF-8", SHOW(nm, name));
         return QK_ERR_INVALID_ARG;
     }
     if (strcmp(name, ST_METADATA_KEY) == 0) {
-        set_err(err, err_len, "qk_st_writer_add: '__metadata__' is reserved, not a tensor name");
+        qk_io_error(err, err_len, "qk_st_writer_add: '__metadata__' is reserved, not a tensor name");
         return QK_ERR_INVALID_ARG;
     }
     if (ndim < 0 || ndim > QK_ST_MAX_DIMS) {
-        set_err(err, err_len, "qk_st_writer_add: tensor '%s': ndim %d is outside 0..%d", SHOW(nm, name), ndim,
+        qk_io_error(err, err_len, "qk_st_writer_add: tensor '%s': ndim %d is outside 0..%d", SHOW(nm, name), ndim,
                 QK_ST_MAX_DIMS);
         return QK_ERR_INVALID_ARG;
     }
     if (ndim > 0 && shape == NULL) {
-        set_err(err, err_len, "qk_st_writer_add: tensor '%s': NULL shape for ndim %d", SHOW(nm, name), ndim);
+        qk_io_error(err, err_len, "qk_st_writer_add: tensor '%s': NULL shape for ndim %d", SHOW(nm, name), ndim);
         return QK_ERR_INVALID_ARG;
     }
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0 || (uint64_t)shape[i] > ST_MAX_INT) {
-            set_err(err, err_len, "qk_st_writer_add: tensor '%s': shape[%d] = %lld is outside 0..2^53",
+            qk_io_error(err, err_len, "qk_st_writer_add: tensor '%s': shape[%d] = %lld is outside 0..2^53",
                     SHOW(nm, name), i, (long long)shape[i]);
             return QK_ERR_INVALID_ARG;
         }
@@ -1137,7 +1086,7 @@ static qk_status add_tensor(qk_st_writer *w, const char *name, const st_type *ty
     }
     for (int i = 0; i < ndim && n != 0; i++) {
         if (n > INT64_MAX / shape[i]) {
-            set_err(err, err_len, "qk_st_writer_add: tensor '%s': the shape's element count overflows",
+            qk_io_error(err, err_len, "qk_st_writer_add: tensor '%s': the shape's element count overflows",
                     SHOW(nm, name));
             return QK_ERR_INVALID_ARG;
         }
@@ -1146,34 +1095,34 @@ static qk_status add_tensor(qk_st_writer *w, const char *name, const st_type *ty
     uint64_t bytes = 0;
     char why[200];
     if (tensor_bytes(type, n, &bytes, name, why, sizeof why) != QK_OK) {
-        set_err(err, err_len, "qk_st_writer_add: %s", why);
+        qk_io_error(err, err_len, "qk_st_writer_add: %s", why);
         return QK_ERR_INVALID_ARG;
     }
     if (bytes > ST_MAX_INT - w->data_size || bytes > SIZE_MAX) {
-        set_err(err, err_len,
+        qk_io_error(err, err_len,
                 "qk_st_writer_add: tensor '%s': %llu more bytes would take the file's data past 2^53 bytes",
                 SHOW(nm, name), (unsigned long long)bytes);
         return QK_ERR_INVALID_ARG;
     }
     if (data == NULL && bytes > 0) {
-        set_err(err, err_len, "qk_st_writer_add: tensor '%s': NULL data for %llu bytes", SHOW(nm, name),
+        qk_io_error(err, err_len, "qk_st_writer_add: tensor '%s': NULL data for %llu bytes", SHOW(nm, name),
                 (unsigned long long)bytes);
         return QK_ERR_INVALID_ARG;
     }
     if (grow_slots(w) != 0) {
-        set_err(err, err_len, "qk_st_writer_add: out of memory");
+        qk_io_error(err, err_len, "qk_st_writer_add: out of memory");
         return QK_ERR_NO_MEMORY;
     }
     size_t *slot = find_slot(w->slots, w->n_slots, w->t, name);
     if (*slot != 0) {
-        set_err(err, err_len, "qk_st_writer_add: duplicate tensor name '%s'", SHOW(nm, name));
+        qk_io_error(err, err_len, "qk_st_writer_add: duplicate tensor name '%s'", SHOW(nm, name));
         return QK_ERR_INVALID_ARG;
     }
     if (w->n == w->cap) {
         size_t cap = w->cap ? w->cap * 2 : 16;
         wr_tensor *t = realloc(w->t, cap * sizeof *t);
         if (t == NULL) {
-            set_err(err, err_len, "qk_st_writer_add: out of memory");
+            qk_io_error(err, err_len, "qk_st_writer_add: out of memory");
             return QK_ERR_NO_MEMORY;
         }
         w->t = t;
@@ -1190,7 +1139,7 @@ static qk_status add_tensor(qk_st_writer *w, const char *name, const st_type *ty
     if (t->name == NULL || (ndim > 0 && t->shape == NULL)) {
         free(t->name);
         free(t->shape);
-        set_err(err, err_len, "qk_st_writer_add: out of memory");
+        qk_io_error(err, err_len, "qk_st_writer_add: out of memory");
         return QK_ERR_NO_MEMORY;
     }
     *slot = ++w->n;
@@ -1201,14 +1150,14 @@ static qk_status add_tensor(qk_st_writer *w, const char *name, const st_type *ty
 qk_status qk_st_writer_add(qk_st_writer *w, const char *name, qk_dtype dtype, int ndim, const int64_t *shape,
                            const void *data, char *err, size_t err_len)
 {
-    set_err(err, err_len, "%s", "");
+    qk_io_error(err, err_len, "%s", "");
     if (w == NULL) {
-        set_err(err, err_len, "qk_st_writer_add: NULL writer");
+        qk_io_error(err, err_len, "qk_st_writer_add: NULL writer");
         return QK_ERR_INVALID_ARG;
     }
     const st_type *type = type_by_dtype(dtype);
     if (type == NULL) {
-        set_err(err, err_len, "qk_st_writer_add: invalid dtype %d (use qk_st_writer_add_raw for other types)",
+        qk_io_error(err, err_len, "qk_st_writer_add: invalid dtype %d (use qk_st_writer_add_raw for other types)",
                 (int)dtype);
         return QK_ERR_INVALID_ARG;
     }
@@ -1218,15 +1167,15 @@ qk_status qk_st_writer_add(qk_st_writer *w, const char *name, qk_dtype dtype, in
 qk_status qk_st_writer_add_raw(qk_st_writer *w, const char *name, const char *st_dtype, int ndim,
                                const int64_t *shape, const void *data, char *err, size_t err_len)
 {
-    set_err(err, err_len, "%s", "");
+    qk_io_error(err, err_len, "%s", "");
     if (w == NULL || st_dtype == NULL) {
-        set_err(err, err_len, "qk_st_writer_add_raw: NULL %s", w == NULL ? "writer" : "dtype");
+        qk_io_error(err, err_len, "qk_st_writer_add_raw: NULL %s", w == NULL ? "writer" : "dtype");
         return QK_ERR_INVALID_ARG;
     }
     const st_type *type = type_by_name(st_dtype);
     if (type == NULL) {
         char dt[40];
-        set_err(err, err_len, "qk_st_writer_add_raw: unknown safetensors dtype '%s'", SHOW(dt, st_dtype));
+        qk_io_error(err, err_len, "qk_st_writer_add_raw: unknown safetensors dtype '%s'", SHOW(dt, st_dtype));
         return QK_ERR_INVALID_ARG;
     }
     return add_tensor(w, name, type, ndim, shape, data, err, err_len);
@@ -1235,19 +1184,19 @@ qk_status qk_st_writer_add_raw(qk_st_writer *w, const char *name, const char *st
 qk_status qk_st_writer_set_metadata(qk_st_writer *w, const char *key, const char *value, char *err,
                                     size_t err_len)
 {
-    set_err(err, err_len, "%s", "");
+    qk_io_error(err, err_len, "%s", "");
     if (w == NULL || key == NULL || value == NULL) {
-        set_err(err, err_len, "qk_st_writer_set_metadata: NULL %s",
+        qk_io_error(err, err_len, "qk_st_writer_set_metadata: NULL %s",
                 w == NULL ? "writer" : key == NULL ? "key" : "value");
         return QK_ERR_INVALID_ARG;
     }
     if (!valid_utf8(key) || !valid_utf8(value)) {
-        set_err(err, err_len, "qk_st_writer_set_metadata: key or value is not valid UTF-8");
+        qk_io_error(err, err_len, "qk_st_writer_set_metadata: key or value is not valid UTF-8");
         return QK_ERR_INVALID_ARG;
     }
     char *v = strdup(value);
     if (v == NULL) {
-        set_err(err, err_len, "qk_st_writer_set_metadata: out of memory");
+        qk_io_error(err, err_len, "qk_st_writer_set_metadata: out of memory");
         return QK_ERR_NO_MEMORY;
     }
     for (size_t i = 0; i < w->n_meta; i++) {
@@ -1262,7 +1211,7 @@ qk_status qk_st_writer_set_metadata(qk_st_writer *w, const char *key, const char
         wr_meta *m = realloc(w->meta, cap * sizeof *m);
         if (m == NULL) {
             free(v);
-            set_err(err, err_len, "qk_st_writer_set_metadata: out of memory");
+            qk_io_error(err, err_len, "qk_st_writer_set_metadata: out of memory");
             return QK_ERR_NO_MEMORY;
         }
         w->meta = m;
@@ -1271,7 +1220,7 @@ qk_status qk_st_writer_set_metadata(qk_st_writer *w, const char *key, const char
     char *k = strdup(key);
     if (k == NULL) {
         free(v);
-        set_err(err, err_len, "qk_st_writer_set_metadata: out of memory");
+        qk_io_error(err, err_len, "qk_st_writer_set_metadata: out of memory");
         return QK_ERR_NO_MEMORY;
     }
     w->meta[w->n_meta++] = (wr_meta){k, v};
@@ -1337,21 +1286,21 @@ static char *build_header(const qk_st_writer *w)
 
 qk_status qk_st_writer_commit(qk_st_writer *w, char *err, size_t err_len)
 {
-    set_err(err, err_len, "%s", "");
+    qk_io_error(err, err_len, "%s", "");
     if (w == NULL) {
-        set_err(err, err_len, "qk_st_writer_commit: NULL writer");
+        qk_io_error(err, err_len, "qk_st_writer_commit: NULL writer");
         return QK_ERR_INVALID_ARG;
     }
     qk_status st = QK_OK;
     char *text = build_header(w);
     if (text == NULL) {
-        set_err(err, err_len, "%s: out of memory building the header", w->file.final_path);
+        qk_io_error(err, err_len, "%s: out of memory building the header", w->file.final_path);
         st = QK_ERR_NO_MEMORY;
     }
     size_t len = text ? strlen(text) : 0;
     size_t padded = (len + ST_ALIGN - 1) / ST_ALIGN * ST_ALIGN;
     if (st == QK_OK && padded > QK_ST_MAX_HEADER) {
-        set_err(err, err_len, "%s: the header would be %zu bytes, over the %llu-byte limit readers accept",
+        qk_io_error(err, err_len, "%s: the header would be %zu bytes, over the %llu-byte limit readers accept",
                 w->file.final_path, padded, (unsigned long long)QK_ST_MAX_HEADER);
         st = QK_ERR_INVALID_ARG;
     }
