@@ -45,7 +45,7 @@ if ! "$cc" -std=c11 -g -O1 -D_DEFAULT_SOURCE -Wall -Wextra \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
     -I"$root/include" -I"$root/host/io" \
     "$here/fuzz_safetensors.c" "$root/host/io/safetensors.c" "$root/host/io/atomic_file.c" \
-    "$root/host/io/big_alloc.c" $cjson_flags -lm -o "$work/fuzz_safetensors"; then
+    "$root/host/io/big_alloc.c" "$root/host/io/map_file.c" $cjson_flags -lm -o "$work/fuzz_safetensors"; then
     echo "FAILED: the fuzz target does not build"
     exit 1
 fi
