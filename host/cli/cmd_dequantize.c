@@ -10,6 +10,7 @@
 #include "args.h"
 #include "big_alloc.h"
 #include "cli.h"
+#include "common_opts.h"
 #include "input.h"
 #include "json_out.h"
 #include "npy.h"
@@ -55,23 +56,15 @@ static int parse(int argc, char **argv, dequantize_args *a)
     double s;
     long l;
     int rc;
+    const cli_common_args common_args = {"dequantize", cmd_dequantize_usage, &a->input,
+                                         &a->output, &a->backend, &a->json};
     for (int id; (id = cli_next(&p, &value)) != CLI_ARG_END;) {
+        int common = cli_common_option(&common_args, id, value);
+        if (common == CLI_COMMON_HANDLED)
+            continue;
+        if (common != CLI_COMMON_NOT_MINE)
+            return common;
         switch (id) {
-        case CLI_ARG_HELP:
-            cmd_dequantize_usage();
-            return -1;
-        case CLI_ARG_ERROR:
-            return CLI_EXIT_USAGE;
-        case CLI_ARG_POSITIONAL:
-            if (a->input)
-                return cli_usage_error("dequantize", "unexpected argument '%s' (one input file)", value);
-            a->input = value;
-            break;
-        case OPT_OUTPUT:
-            if (!value[0])
-                return cli_usage_error("dequantize", "empty output path");
-            a->output = value;
-            break;
         case OPT_SCALE:
             if ((rc = cli_parse_double("dequantize", "--scale", value, 0.0, FLT_MAX, &s)) != 0)
                 return rc;
@@ -86,13 +79,6 @@ static int parse(int argc, char **argv, dequantize_args *a)
                 return rc;
             a->zero_point = (int32_t)l;
             a->have_zero_point = 1;
-            break;
-        case OPT_BACKEND:
-            if ((rc = cli_parse_backend("dequantize", value, &a->backend)) != 0)
-                return rc;
-            break;
-        case OPT_JSON:
-            a->json = 1;
             break;
         }
     }

@@ -15,6 +15,7 @@
 #include "args.h"
 #include "big_alloc.h"
 #include "cli.h"
+#include "common_opts.h"
 #include "input.h"
 #include "json_out.h"
 #include "model_format.h"
@@ -63,34 +64,14 @@ static int parse(int argc, char **argv, dm_args *a)
     cli_parser p;
     cli_parser_init(&p, CMD, argc, argv, opts, CLI_N_OPTS(opts));
     const char *value;
-    int rc;
+    const cli_common_args common_args = {CMD, cmd_dequantize_model_usage, &a->input, &a->output, &a->backend,
+                                         &a->json};
     for (int id; (id = cli_next(&p, &value)) != CLI_ARG_END;) {
-        switch (id) {
-        case CLI_ARG_HELP:
-            cmd_dequantize_model_usage();
-            return -1;
-        case CLI_ARG_ERROR:
-            return CLI_EXIT_USAGE;
-        case CLI_ARG_POSITIONAL:
-            if (a->input)
-                return cli_usage_error(CMD, "unexpected argument '%s' (one input file)", value);
-            a->input = value;
-            break;
-        case OPT_OUTPUT:
-            if (!value[0])
-                return cli_usage_error(CMD, "empty output path");
-            a->output = value;
-            break;
-        case OPT_BACKEND:
-            if ((rc = cli_parse_backend(CMD, value, &a->backend)) != 0)
-                return rc;
-            break;
-        case OPT_JSON:
-            a->json = 1;
-            break;
-        default:
+        int rc = cli_common_option(&common_args, id, value);
+        if (rc == CLI_COMMON_NOT_MINE) /* every option of the table is a shared one */
             return cli_usage_error(CMD, "option %s is not implemented", p.opt_name);
-        }
+        if (rc != CLI_COMMON_HANDLED)
+            return rc;
     }
     if (!a->input)
         return cli_usage_error(CMD, "missing input file");

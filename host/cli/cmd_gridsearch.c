@@ -9,6 +9,7 @@
 #include "args.h"
 #include "calib_args.h"
 #include "cli.h"
+#include "common_opts.h"
 #include "input.h"
 #include "json_out.h"
 #include "options.h"
@@ -65,18 +66,14 @@ static int parse(int argc, char **argv, gridsearch_args *a)
     cli_parser_init(&p, "gridsearch", argc, argv, opts, CLI_N_OPTS(opts));
     const char *value;
     int rc;
+    const cli_common_args common_args = {"gridsearch", cmd_gridsearch_usage, &a->input, NULL, &a->backend, &a->json};
     for (int id; (id = cli_next(&p, &value)) != CLI_ARG_END;) {
+        int common = cli_common_option(&common_args, id, value);
+        if (common == CLI_COMMON_HANDLED)
+            continue;
+        if (common != CLI_COMMON_NOT_MINE)
+            return common;
         switch (id) {
-        case CLI_ARG_HELP:
-            cmd_gridsearch_usage();
-            return -1;
-        case CLI_ARG_ERROR:
-            return CLI_EXIT_USAGE;
-        case CLI_ARG_POSITIONAL:
-            if (a->input)
-                return cli_usage_error("gridsearch", "unexpected argument '%s' (one input file)", value);
-            a->input = value;
-            break;
         case OPT_GRID:
             if ((rc = cli_parse_grid("gridsearch", "--grid", value, &a->calib)) != 0)
                 return rc;
@@ -87,13 +84,6 @@ static int parse(int argc, char **argv, gridsearch_args *a)
                 return rc;
             if (a->list.n > CLI_MAX_GRID_POINTS)
                 return cli_usage_error("gridsearch", "--grid-list has more than %d points", CLI_MAX_GRID_POINTS);
-            break;
-        case OPT_BACKEND:
-            if ((rc = cli_parse_backend("gridsearch", value, &a->backend)) != 0)
-                return rc;
-            break;
-        case OPT_JSON:
-            a->json = 1;
             break;
         default:
             rc = cli_calib_option("gridsearch", id, value, &a->calib);

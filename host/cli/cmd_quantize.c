@@ -12,6 +12,7 @@
 #include "big_alloc.h"
 #include "calib_args.h"
 #include "cli.h"
+#include "common_opts.h"
 #include "input.h"
 #include "json_out.h"
 #include "npy.h"
@@ -92,23 +93,15 @@ static int parse(int argc, char **argv, quantize_args *a)
     const char *value;
     long l;
     int rc;
+    const cli_common_args common_args = {"quantize", cmd_quantize_usage, &a->input,
+                                         &a->output, &a->backend, &a->json};
     for (int id; (id = cli_next(&p, &value)) != CLI_ARG_END;) {
+        int common = cli_common_option(&common_args, id, value);
+        if (common == CLI_COMMON_HANDLED)
+            continue;
+        if (common != CLI_COMMON_NOT_MINE)
+            return common;
         switch (id) {
-        case CLI_ARG_HELP:
-            cmd_quantize_usage();
-            return -1;
-        case CLI_ARG_ERROR:
-            return CLI_EXIT_USAGE;
-        case CLI_ARG_POSITIONAL:
-            if (a->input)
-                return cli_usage_error("quantize", "unexpected argument '%s' (one input file)", value);
-            a->input = value;
-            break;
-        case OPT_OUTPUT:
-            if (!value[0])
-                return cli_usage_error("quantize", "empty output path");
-            a->output = value;
-            break;
         case OPT_CALIB:
             if ((rc = cli_parse_calib("quantize", value, &a->calib)) != 0)
                 return rc;
@@ -124,13 +117,6 @@ static int parse(int argc, char **argv, quantize_args *a)
                 return rc;
             a->zero_point = (int32_t)l;
             a->have_zero_point = 1;
-            break;
-        case OPT_BACKEND:
-            if ((rc = cli_parse_backend("quantize", value, &a->backend)) != 0)
-                return rc;
-            break;
-        case OPT_JSON:
-            a->json = 1;
             break;
         default:
             if (id == OPT_OBJECTIVE || id == OPT_FENCE_K || id == OPT_INCLUDE_ZERO)

@@ -21,6 +21,7 @@
 #include "big_alloc.h"
 #include "calib_args.h"
 #include "cli.h"
+#include "common_opts.h"
 #include "input.h"
 #include "json_out.h"
 #include "model_format.h"
@@ -198,33 +199,17 @@ static int parse(int argc, char **argv, qm_args *a)
     cli_parser_init(&p, CMD, argc, argv, opts, CLI_N_OPTS(opts));
     const char *value;
     int rc;
+    const cli_common_args common_args = {CMD, cmd_quantize_model_usage, &a->input, &a->output, &a->backend, &a->json};
     for (int id; (id = cli_next(&p, &value)) != CLI_ARG_END;) {
+        int common = cli_common_option(&common_args, id, value);
+        if (common == CLI_COMMON_HANDLED)
+            continue;
+        if (common != CLI_COMMON_NOT_MINE)
+            return common;
         switch (id) {
-        case CLI_ARG_HELP:
-            cmd_quantize_model_usage();
-            return -1;
-        case CLI_ARG_ERROR:
-            return CLI_EXIT_USAGE;
-        case CLI_ARG_POSITIONAL:
-            if (a->input)
-                return cli_usage_error(CMD, "unexpected argument '%s' (one input file)", value);
-            a->input = value;
-            break;
-        case OPT_OUTPUT:
-            if (!value[0])
-                return cli_usage_error(CMD, "empty output path");
-            a->output = value;
-            break;
         case OPT_CALIB:
             if ((rc = cli_parse_calib(CMD, value, &a->calib)) != 0)
                 return rc;
-            break;
-        case OPT_BACKEND:
-            if ((rc = cli_parse_backend(CMD, value, &a->backend)) != 0)
-                return rc;
-            break;
-        case OPT_JSON:
-            a->json = 1;
             break;
         case OPT_GRANULARITY:
             if ((rc = parse_granularity(value, a)) != 0)

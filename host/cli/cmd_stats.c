@@ -6,6 +6,7 @@
 
 #include "args.h"
 #include "cli.h"
+#include "common_opts.h"
 #include "input.h"
 #include "json_out.h"
 #include "options.h"
@@ -49,31 +50,20 @@ static int parse(int argc, char **argv, stats_args *a)
     cli_parser_init(&p, "stats", argc, argv, opts, CLI_N_OPTS(opts));
     const char *value;
     int rc;
+    const cli_common_args common_args = {"stats", cmd_stats_usage, &a->input, NULL, &a->backend, &a->json};
     for (int id; (id = cli_next(&p, &value)) != CLI_ARG_END;) {
+        int common = cli_common_option(&common_args, id, value);
+        if (common == CLI_COMMON_HANDLED)
+            continue;
+        if (common != CLI_COMMON_NOT_MINE)
+            return common;
         switch (id) {
-        case CLI_ARG_HELP:
-            cmd_stats_usage();
-            return -1;
-        case CLI_ARG_ERROR:
-            return CLI_EXIT_USAGE;
-        case CLI_ARG_POSITIONAL:
-            if (a->input)
-                return cli_usage_error("stats", "unexpected argument '%s' (one input file)", value);
-            a->input = value;
-            break;
         case OPT_PERCENTILE:
             if ((rc = cli_parse_double_list("stats", "--percentile", value, 0.0, 100.0, &a->p)) != 0)
                 return rc;
             break;
         case OPT_IGNORE_NONFINITE:
             a->flags |= QK_IGNORE_NONFINITE;
-            break;
-        case OPT_BACKEND:
-            if ((rc = cli_parse_backend("stats", value, &a->backend)) != 0)
-                return rc;
-            break;
-        case OPT_JSON:
-            a->json = 1;
             break;
         }
     }
