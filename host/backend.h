@@ -65,6 +65,46 @@ typedef struct qk_backend_iface {
                        double fence_hi, qk_error_sums *sums, qk_error_counts *counts);
     /* The native handles a caller needs to share memory and order work (optional). */
     qk_status (*native)(qk_backend *be, qk_native_handles *out);
+
+    /* ---- segmented operations (all optional) ----------------------------------
+     * One launch for many independent blocks ("segments"), for per-channel and
+     * per-group quantization. x is cut into x->n / seg segments of seg contiguous
+     * elements; segment b is elements [b * seg, (b + 1) * seg). For each segment
+     * the result is, bit for bit, what the per-tensor member gives for that
+     * segment as a tensor of its own on this backend (error sums included: the
+     * fixed reduction structure restarts at each segment's first element).
+     *
+     * The caller (host/segments.c) passes device-buffer tensors only (never
+     * x->host) and guarantees seg >= 1, seg divides x->n, and per-segment
+     * arguments as documented. A backend that cannot do a call in one go (a
+     * segment too large for its local-memory sort, a launch too big) returns
+     * QK_ERR_UNSUPPORTED *without* setting a message; the caller then runs the
+     * per-tensor members segment by segment. Any other error is final. */
+
+    /* out[b] = minmax of segment b. */
+    qk_status (*seg_minmax)(qk_backend *be, const qk_tensor *x, int64_t seg, qk_minmax_result *out);
+    /* values[b * nranks + j] = the ranks[b * nranks + j]-th smallest key of
+     * segment b (keys and flags as in select). Ranks are non-decreasing within a
+     * segment (repeats allowed) and each < that segment's key count. */
+    qk_status (*seg_select)(qk_backend *be, const qk_tensor *x, int64_t seg, unsigned flags, const int64_t *ranks,
+                            size_t nranks, double *values);
+    /* codes = quantize(x) with params[b] for segment b (every params[b] has the
+     * same qmin/qmax, valid for the codes dtype). */
+    qk_status (*seg_quantize)(qk_backend *be, const qk_tensor *x, int64_t seg, const qk_qparams *params,
+                              qk_tensor *codes);
+    /* out (F32) = (codes - zero_point) * scale with params[b] for segment b. */
+    qk_status (*seg_dequantize)(qk_backend *be, const qk_tensor *codes, int64_t seg, const qk_qparams *params,
+                                qk_tensor *out);
+    /* The fused error pass per segment: params[b * k + c] is candidate c of
+     * segment b, fences[2b], fences[2b + 1] its inlier fences; sums[b * k + c]
+     * and counts[b] as error() would give for segment b alone (first_nonfinite
+     * relative to the segment's start). */
+    qk_status (*seg_error)(qk_backend *be, const qk_tensor *x, int64_t seg, const qk_qparams *params, size_t k,
+                           const double *fences, qk_error_sums *sums, qk_error_counts *counts);
+    /* out (F32 device buffer, same n) = x (F16 or BF16 device buffer) widened
+     * exactly to float32, NaN payloads kept as qk_half_to_float does. Lets float16
+     * and bfloat16 data cross the bus at 2 bytes an element. */
+    qk_status (*widen)(qk_backend *be, const qk_tensor *x, qk_tensor *out);
 } qk_backend_iface;
 
 struct qk_backend {
