@@ -1,10 +1,10 @@
-/* Per-channel and per-group parameters, built on the per-tensor operations:
- * each block is calibrated, quantized and dequantized exactly as a tensor of
- * its own would be, so every backend gives the same per-block results as for
- * the per-tensor case. Blocks that are contiguous (groups, channels of axis 0)
- * are plain views; the channels of another axis are gathered into a host copy.
- * Backends may later fuse the block loop into one launch; the results may not
- * change when they do. */
+/* Per-channel and per-group parameters: each block is calibrated, quantized and
+ * dequantized exactly as a tensor of its own would be, so every backend gives
+ * the same per-block results as for the per-tensor case. The blocks are put in
+ * block order (already so for groups and the channels of axis 0), the tensor is
+ * staged on the device once when the backend has segmented kernels, and every
+ * step runs as one segmented operation over all blocks (host/segments.c). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,50 +76,67 @@ qk_status qk_layout_blocks(const qk_layout *layout, int64_t *count)
     return st;
 }
 
-/* A view of block b of t when the block is contiguous. */
-static qk_tensor block_view(const qk_tensor *t, const geometry *g, int64_t b)
-{
-    qk_tensor v = *t;
-    int64_t es = (int64_t)qk_dtype_size(t->dtype), first = b * g->run;
-    v.n = g->run * g->runs;
-    if (v.host) v.host = (char *)v.host + first * es;
-    else v.offset += first * es;
-    return v;
-}
+/* ---- block order ----------------------------------------------------------------
+ * Segmented operations want each block contiguous. Groups and the channels of
+ * axis 0 already are; the channels of another axis are gathered into a host
+ * copy in block order once (and outputs scattered back once). */
 
-/* Copy block b between t and a contiguous host array (to_block: gather). */
-static qk_status move_block(qk_context *ctx, const qk_tensor *t, const geometry *g, int64_t b, void *blk, int gather)
+/* Copy between t's layout and block order (gather: t -> blk). t is on the host. */
+static void reorder(const qk_tensor *t, const geometry *g, void *blk, int gather)
 {
     size_t es = qk_dtype_size(t->dtype), bytes = (size_t)g->run * es;
-    for (int64_t r = 0; r < g->runs; r++) {
-        size_t off = (size_t)(r * g->stride + b * g->run) * es;
-        char *mine = (char *)blk + (size_t)r * bytes;
-        if (t->host) {
-            if (gather) memcpy(mine, (char *)t->host + off, bytes);
-            else memcpy((char *)t->host + off, mine, bytes);
-        } else {
-            qk_status st = gather ? qk_buffer_read(ctx, t->buffer, (size_t)t->offset + off, mine, bytes)
-                                  : qk_buffer_write(ctx, t->buffer, (size_t)t->offset + off, mine, bytes);
-            if (st != QK_OK) return st;
+    char *mine = blk;
+    for (int64_t b = 0; b < g->count; b++) {
+        for (int64_t r = 0; r < g->runs; r++, mine += bytes) {
+            char *theirs = (char *)t->host + (size_t)(r * g->stride + b * g->run) * es;
+            if (gather) memcpy(mine, theirs, bytes);
+            else memcpy(theirs, mine, bytes);
         }
     }
-    return QK_OK;
 }
 
-/* A block as a tensor: a view, or a gathered host copy in *scratch. */
-static qk_status block_tensor(qk_context *ctx, const qk_tensor *t, const geometry *g, int64_t b, void **scratch,
-                              qk_tensor *out)
+/* A tensor in block order: t itself, or a gathered host copy (owned in *copy). */
+static qk_status block_order(qk_context *ctx, const qk_tensor *t, const geometry *g, int load, void **copy,
+                             qk_tensor *out)
 {
-    if (g->runs == 1) {
-        *out = block_view(t, g, b);
+    *copy = NULL;
+    *out = *t;
+    if (g->runs == 1) return QK_OK;
+    size_t bytes = (size_t)t->n * qk_dtype_size(t->dtype);
+    void *host = NULL;
+    if (!(*copy = malloc(bytes)) || (!t->host && load && !(host = malloc(bytes)))) {
+        free(*copy);
+        *copy = NULL;
+        return qk_set_error(ctx, QK_ERR_NO_MEMORY, "no host memory to put %zu bytes in block order", bytes);
+    }
+    *out = qk_tensor_host(t->dtype, *copy, t->n);
+    if (!load) return QK_OK;
+    qk_tensor src = *t;
+    qk_status st = QK_OK;
+    if (host) { /* device data: read it once, then reorder */
+        st = qk_buffer_read(ctx, t->buffer, (size_t)t->offset, host, bytes);
+        src = qk_tensor_host(t->dtype, host, t->n);
+    }
+    if (st == QK_OK) reorder(&src, g, *copy, 1);
+    free(host);
+    return st;
+}
+
+/* Write a block-order result back into t's layout. */
+static qk_status scatter(qk_context *ctx, const qk_tensor *blk, const geometry *g, qk_tensor *t)
+{
+    if (t->host) {
+        reorder(t, g, blk->host, 0);
         return QK_OK;
     }
-    size_t bytes = (size_t)(g->run * g->runs) * qk_dtype_size(t->dtype);
-    if (!*scratch && !(*scratch = malloc(bytes))) {
-        return qk_set_error(ctx, QK_ERR_NO_MEMORY, "no host memory for a %zu-byte channel", bytes);
-    }
-    *out = qk_tensor_host(t->dtype, *scratch, g->run * g->runs);
-    return move_block(ctx, t, g, b, *scratch, 1);
+    size_t bytes = (size_t)t->n * qk_dtype_size(t->dtype);
+    void *host = malloc(bytes);
+    if (!host) return qk_set_error(ctx, QK_ERR_NO_MEMORY, "no host memory to scatter %zu bytes", bytes);
+    qk_tensor h = qk_tensor_host(t->dtype, host, t->n);
+    reorder(&h, g, blk->host, 0);
+    qk_status st = qk_buffer_write(ctx, t->buffer, (size_t)t->offset, host, bytes);
+    free(host);
+    return st;
 }
 
 static qk_status block_error(qk_context *ctx, qk_status st, const qk_layout *l, int64_t b)
@@ -140,6 +157,59 @@ qk_status qk_block_calib_result_release(qk_block_calib_result *res)
     return QK_OK;
 }
 
+/* Blocks per calibration batch: the per-candidate work arrays stay near
+ * 2^19 rows whatever the block count and grid size. */
+static int64_t batch_blocks(int64_t count, size_t k)
+{
+    int64_t nb = (int64_t)(((size_t)1 << 19) / k);
+    return nb < 1 ? 1 : nb > count ? count : nb;
+}
+
+static qk_tensor sub_tensor(const qk_tensor *t, int64_t first, int64_t n)
+{
+    qk_tensor v = *t;
+    size_t es = qk_dtype_size(t->dtype);
+    v.n = n;
+    if (v.host) v.host = (char *)v.host + (size_t)first * es;
+    else v.offset += first * (int64_t)es;
+    return v;
+}
+
+/* Calibrate the blocks of a staged, block-ordered tensor in batches. */
+static qk_status calibrate_batches(qk_context *ctx, const qk_tensor *x, qk_dtype interp, const qk_layout *layout,
+                                   const geometry *g, const qk_calib_options *opts, qk_block_calib_result *out)
+{
+    double *p = NULL;
+    size_t k = 0;
+    qk_status st = qk_calib_plan(ctx, opts, &p, &k);
+    if (st != QK_OK) return st;
+    int64_t seg = g->run * g->runs, nb = batch_blocks(g->count, k);
+    qk_candidate *cand = malloc((size_t)nb * k * sizeof *cand);
+    qk_seg_calib *res = malloc((size_t)nb * sizeof *res);
+    if (!cand || !res) st = qk_set_error(ctx, QK_ERR_NO_MEMORY, "no memory for %lld blocks", (long long)nb);
+    double sse = 0.0;
+    for (int64_t b0 = 0; st == QK_OK && b0 < g->count; b0 += nb) {
+        int64_t m = g->count - b0 < nb ? g->count - b0 : nb, failed;
+        qk_tensor v = sub_tensor(x, b0 * seg, m * seg);
+        st = qk_calibrate_segments(ctx, &v, seg, interp, opts, p, k, cand, res, &failed);
+        if (st != QK_OK) {
+            if (failed >= 0) st = block_error(ctx, st, layout, b0 + failed);
+            break;
+        }
+        for (int64_t i = 0; i < m; i++) {
+            out->params[b0 + i] = res[i].params;
+            out->chosen[b0 + i] = cand[(size_t)i * k + res[i].best];
+            out->n += res[i].n;
+            sse += out->chosen[b0 + i].mse * (double)res[i].n;
+        }
+    }
+    out->mse = st == QK_OK ? sse / (double)out->n : 0.0;
+    free(p);
+    free(cand);
+    free(res);
+    return st;
+}
+
 qk_status qk_calibrate_blocks(qk_context *ctx, const qk_tensor *x, const qk_layout *layout,
                               const qk_calib_options *opts, qk_block_calib_result *out)
 {
@@ -151,45 +221,81 @@ qk_status qk_calibrate_blocks(qk_context *ctx, const qk_tensor *x, const qk_layo
     geometry g;
     if (st == QK_OK) st = layout_geometry(ctx, layout, x->n, &g);
     if (st != QK_OK) return st;
+    if (!qk_dtype_is_float(x->dtype)) {
+        return qk_set_error(ctx, QK_ERR_UNSUPPORTED, "qk_calibrate_blocks: x: dtype %s is not a float input "
+                            "(float32, float64, float16, bfloat16)", qk_dtype_name(x->dtype));
+    }
+    void *copy;
+    qk_tensor ordered;
     qk_staged sx;
-    if ((st = qk_stage_float(ctx, x, "qk_calibrate_blocks: x", &sx)) != QK_OK) return st;
+    if ((st = block_order(ctx, x, &g, 1, &copy, &ordered)) != QK_OK) return st;
+    st = qk_stage_float_device(ctx, &ordered, "qk_calibrate_blocks: x", 0, &sx);
+    if (st != QK_OK || sx.t.host != copy) { /* converted or uploaded: the copy has served */
+        free(copy);
+        copy = NULL;
+    }
+    if (st != QK_OK) return st;
     out->params = calloc((size_t)g.count, sizeof *out->params);
     out->chosen = calloc((size_t)g.count, sizeof *out->chosen);
-    void *scratch = NULL;
-    double sse = 0.0;
-    if (!out->params || !out->chosen) st = qk_set_error(ctx, QK_ERR_NO_MEMORY, "no memory for %lld blocks",
-                                                        (long long)g.count);
-    for (int64_t b = 0; st == QK_OK && b < g.count; b++) {
-        qk_tensor v;
-        qk_calib_result r;
-        st = block_tensor(ctx, &sx.t, &g, b, &scratch, &v);
-        if (st == QK_OK) st = qk_calibrate_staged(ctx, &v, sx.interp, opts, &r);
-        if (st != QK_OK) {
-            st = block_error(ctx, st, layout, b);
-            break;
-        }
-        out->params[b] = r.params;
-        out->chosen[b] = r.candidates[r.best];
-        out->n += r.n;
-        sse += r.candidates[r.best].mse * (double)r.n;
-        qk_calib_result_release(&r);
+    if (!out->params || !out->chosen) {
+        st = qk_set_error(ctx, QK_ERR_NO_MEMORY, "no memory for %lld blocks", (long long)g.count);
+    } else {
+        st = calibrate_batches(ctx, &sx.t, sx.interp, layout, &g, opts, out);
     }
-    free(scratch);
     qk_staged_release(&sx);
+    free(copy);
     if (st != QK_OK) {
         qk_block_calib_result_release(out);
         return st;
     }
     out->count = g.count;
-    out->mse = sse / (double)out->n;
+    return QK_OK;
+}
+/* ---- quantize and dequantize per block ---------------------------------------- */
+
+/* Every block's parameters must be valid for the operation (as qk_quantize /
+ * qk_dequantize check them), before any work. */
+static qk_status check_block_params(qk_context *ctx, const qk_layout *layout, const qk_qparams *params,
+                                    int64_t count, qk_dtype codes, int quantize)
+{
+    for (int64_t b = 0; b < count; b++) {
+        const qk_qparams *q = &params[b];
+        qk_status st = QK_OK;
+        if (quantize) {
+            st = qk_check_qparams(ctx, q);
+            if (st == QK_OK && !qk_code_fits(codes, q->qmin, q->qmax)) {
+                st = qk_set_error(ctx, QK_ERR_INVALID_ARG, "codes dtype %s cannot hold codes %d..%d",
+                                  qk_dtype_name(codes), (int)q->qmin, (int)q->qmax);
+            }
+        } else if (!(q->scale > 0.0f) || !isfinite(q->scale)) {
+            st = qk_set_error(ctx, QK_ERR_INVALID_ARG, "scale %g must be finite and > 0", (double)q->scale);
+        }
+        if (st != QK_OK) return block_error(ctx, st, layout, b);
+    }
     return QK_OK;
 }
 
-/* Shared by quantize and dequantize: run op on each block of in -> out. */
-typedef qk_status (*block_op)(qk_context *, const qk_tensor *, const qk_qparams *, qk_tensor *);
+/* Run the segmented op on block-ordered tensors: on the device when the input
+ * is there (then the output goes through a device buffer too, if it fits),
+ * else segment by segment on the host tensors. */
+static qk_status run_segments(qk_context *ctx, const qk_tensor *in, int64_t seg, const qk_qparams *params,
+                              qk_tensor *out, int quantize)
+{
+    qk_tensor dev = *out;
+    qk_buffer *buf = NULL;
+    qk_status st = QK_OK;
+    uint64_t out_bytes = (uint64_t)out->n * qk_dtype_size(out->dtype);
+    if (!in->host && out->host && qk_device_room(ctx, out_bytes)) st = qk_device_copy(ctx, out, 0, &dev, &buf);
+    if (st == QK_OK) {
+        st = quantize ? qk_seg_quantize(ctx, in, seg, params, &dev) : qk_seg_dequantize(ctx, in, seg, params, &dev);
+    }
+    if (st == QK_OK && buf) st = qk_buffer_read(ctx, buf, 0, out->host, (size_t)out_bytes);
+    qk_buffer_destroy(ctx, buf);
+    return st;
+}
 
 static qk_status run_blocks(qk_context *ctx, const qk_tensor *in, const qk_layout *layout, const qk_qparams *params,
-                            int64_t count, qk_tensor *out, block_op op, const char *fn)
+                            int64_t count, qk_tensor *out, int quantize, const char *fn)
 {
     qk_status st = qk_check_tensor(ctx, in, fn);
     if (st == QK_OK) st = qk_check_tensor(ctx, out, fn);
@@ -204,23 +310,37 @@ static qk_status run_blocks(qk_context *ctx, const qk_tensor *in, const qk_layou
         return qk_set_error(ctx, QK_ERR_INVALID_ARG, "%s: output has %lld elements, input %lld", fn,
                             (long long)out->n, (long long)in->n);
     }
-    void *sin = NULL, *sout = NULL;
-    for (int64_t b = 0; st == QK_OK && b < g.count; b++) {
-        qk_tensor vi, vo;
-        st = block_tensor(ctx, in, &g, b, &sin, &vi);
-        if (st == QK_OK && g.runs == 1) {
-            vo = block_view(out, &g, b);
-        } else if (st == QK_OK) {
-            size_t bytes = (size_t)vi.n * qk_dtype_size(out->dtype);
-            if (!sout && !(sout = malloc(bytes))) st = qk_set_error(ctx, QK_ERR_NO_MEMORY, "%s: no host memory", fn);
-            vo = qk_tensor_host(out->dtype, sout, vi.n);
-        }
-        if (st == QK_OK) st = op(ctx, &vi, &params[b], &vo);
-        if (st == QK_OK && g.runs > 1) st = move_block(ctx, out, &g, b, sout, 0);
-        if (st != QK_OK) st = block_error(ctx, st, layout, b);
+    int in_ok = quantize ? qk_dtype_is_float(in->dtype) : qk_dtype_is_code(in->dtype);
+    int out_ok = quantize ? qk_dtype_is_code(out->dtype) : out->dtype == QK_F32;
+    if (!in_ok || !out_ok) {
+        return qk_set_error(ctx, QK_ERR_INVALID_ARG, "%s: %s input and %s output: need %s", fn,
+                            qk_dtype_name(in->dtype), qk_dtype_name(out->dtype),
+                            quantize ? "a float input and integer codes" : "integer codes and a float32 output");
     }
-    free(sin);
-    free(sout);
+    if ((st = check_block_params(ctx, layout, params, count, out->dtype, quantize)) != QK_OK) return st;
+
+    void *in_copy, *out_copy;
+    qk_tensor in_ord, out_ord;
+    qk_staged sx;
+    memset(&sx, 0, sizeof sx);
+    if ((st = block_order(ctx, in, &g, 1, &in_copy, &in_ord)) != QK_OK) return st;
+    if ((st = block_order(ctx, out, &g, 0, &out_copy, &out_ord)) == QK_OK) {
+        uint64_t out_bytes = out_ord.host ? (uint64_t)out->n * qk_dtype_size(out->dtype) : 0;
+        if (quantize) {
+            st = qk_stage_float_device(ctx, &in_ord, fn, out_bytes, &sx);
+        } else {
+            sx.t = in_ord;
+            uint64_t in_bytes = (uint64_t)in->n * qk_dtype_size(in->dtype);
+            if (in_ord.host && ctx->backend->iface->seg_dequantize && qk_device_room(ctx, in_bytes + out_bytes)) {
+                st = qk_device_copy(ctx, &in_ord, 1, &sx.t, &sx.buf);
+            }
+        }
+    }
+    if (st == QK_OK) st = run_segments(ctx, &sx.t, g.run * g.runs, params, &out_ord, quantize);
+    if (st == QK_OK && g.runs > 1) st = scatter(ctx, &out_ord, &g, out);
+    qk_staged_release(&sx);
+    free(in_copy);
+    free(out_copy);
     return st;
 }
 
@@ -229,12 +349,7 @@ qk_status qk_quantize_blocks(qk_context *ctx, const qk_tensor *x, const qk_layou
 {
     if (!ctx) return QK_ERR_INVALID_ARG;
     qk_clear_error(ctx);
-    return run_blocks(ctx, x, layout, params, count, codes, qk_quantize, "qk_quantize_blocks");
-}
-
-static qk_status dequantize_op(qk_context *ctx, const qk_tensor *codes, const qk_qparams *p, qk_tensor *out)
-{
-    return qk_dequantize(ctx, codes, p, out);
+    return run_blocks(ctx, x, layout, params, count, codes, 1, "qk_quantize_blocks");
 }
 
 qk_status qk_dequantize_blocks(qk_context *ctx, const qk_tensor *codes, const qk_layout *layout,
@@ -242,7 +357,7 @@ qk_status qk_dequantize_blocks(qk_context *ctx, const qk_tensor *codes, const qk
 {
     if (!ctx) return QK_ERR_INVALID_ARG;
     qk_clear_error(ctx);
-    return run_blocks(ctx, codes, layout, params, count, out, dequantize_op, "qk_dequantize_blocks");
+    return run_blocks(ctx, codes, layout, params, count, out, 0, "qk_dequantize_blocks");
 }
 
 /* ---- packed 4-bit codes ---------------------------------------------------------- */

@@ -78,51 +78,57 @@ static qk_status check_options(qk_context *ctx, const qk_calib_options *o)
     return QK_OK;
 }
 
-/* The clip range of each candidate: one selection on x for the asymmetric
- * P(100-p)/P(p) pairs and the quartiles, one on |x| for symmetric clips. */
-static qk_status clip_values(qk_context *ctx, const qk_tensor *x, qk_dtype interp, const qk_calib_options *o,
-                             int64_t n,
-                             const qk_minmax_result *mm, const double *p, size_t k, int fences, double *lo,
-                             double *hi, double *q1q3)
+/* The clip range of each candidate of each segment: one selection on x for the
+ * asymmetric P(100-p)/P(p) pairs and the quartiles, one on |x| for symmetric
+ * clips. lo, hi: [count * k]; q1q3: [count * 2]. */
+static qk_status clip_values(qk_context *ctx, const qk_tensor *x, int64_t seg, qk_dtype interp,
+                             const qk_calib_options *o, const qk_minmax_result *mm, const int64_t *nkeys,
+                             const double *p, size_t k, int fences, double *lo, double *hi, double *q1q3)
 {
+    int64_t count = x->n / seg;
     unsigned ign = o->ignore_nonfinite ? QK_IGNORE_NONFINITE : 0;
     if (o->method == QK_CALIB_MINMAX) {
-        lo[0] = o->scheme == QK_SYMMETRIC ? -mm->absmax : mm->min;
-        hi[0] = o->scheme == QK_SYMMETRIC ? mm->absmax : mm->max;
+        for (int64_t b = 0; b < count; b++) {
+            lo[b] = o->scheme == QK_SYMMETRIC ? -mm[b].absmax : mm[b].min;
+            hi[b] = o->scheme == QK_SYMMETRIC ? mm[b].absmax : mm[b].max;
+        }
     }
     int asym_pct = o->method != QK_CALIB_MINMAX && o->scheme == QK_ASYMMETRIC;
     size_t nx = (fences ? 2 : 0) + (asym_pct ? 2 * k : 0);
-    double *px = malloc((nx ? nx : 1) * 2 * sizeof *px);
-    if (!px) return qk_set_error(ctx, QK_ERR_NO_MEMORY, "calibration: out of host memory");
-    double *vx = px + (nx ? nx : 1);
+    double *px = malloc((nx ? nx : 1) * sizeof *px), *vx = malloc((size_t)count * (nx ? nx : 1) * sizeof *vx);
+    if (!px || !vx) {
+        free(px);
+        free(vx);
+        return qk_set_error(ctx, QK_ERR_NO_MEMORY, "calibration: out of host memory");
+    }
     size_t j = 0;
     if (fences) {
         px[j++] = 25.0;
         px[j++] = 75.0;
     }
-    if (asym_pct) {
-        for (size_t i = 0; i < k; i++) {
-            px[j++] = 100.0 - p[i];
-            px[j++] = p[i];
-        }
+    for (size_t i = 0; asym_pct && i < k; i++) {
+        px[j++] = 100.0 - p[i];
+        px[j++] = p[i];
     }
-    qk_status st = qk_percentiles_known_n(ctx, x, interp, ign, n, px, nx, vx);
-    if (st == QK_OK) {
+    qk_status st = qk_seg_percentiles(ctx, x, seg, interp, ign, nkeys, px, nx, vx);
+    for (int64_t b = 0; st == QK_OK && b < count; b++) {
+        const double *v = vx + (size_t)b * nx;
         j = 0;
         if (fences) {
-            q1q3[0] = vx[j++];
-            q1q3[1] = vx[j++];
+            q1q3[2 * b] = v[j++];
+            q1q3[2 * b + 1] = v[j++];
         }
         for (size_t i = 0; asym_pct && i < k; i++) {
-            lo[i] = vx[j++];
-            hi[i] = vx[j++];
-        }
-        if (o->method != QK_CALIB_MINMAX && o->scheme == QK_SYMMETRIC) {
-            st = qk_percentiles_known_n(ctx, x, interp, ign | QK_ABS, n, p, k, hi);
-            for (size_t i = 0; st == QK_OK && i < k; i++) lo[i] = -hi[i];
+            lo[(size_t)b * k + i] = v[j++];
+            hi[(size_t)b * k + i] = v[j++];
         }
     }
+    if (st == QK_OK && o->method != QK_CALIB_MINMAX && o->scheme == QK_SYMMETRIC) {
+        st = qk_seg_percentiles(ctx, x, seg, interp, ign | QK_ABS, nkeys, p, k, hi);
+        for (size_t i = 0; st == QK_OK && i < (size_t)count * k; i++) lo[i] = -hi[i];
+    }
     free(px);
+    free(vx);
     return st;
 }
 
@@ -173,68 +179,93 @@ qk_status qk_calibrate(qk_context *ctx, const qk_tensor *x, const qk_calib_optio
     return st;
 }
 
-qk_status qk_calibrate_staged(qk_context *ctx, const qk_tensor *x, qk_dtype interp, const qk_calib_options *opts,
-                              qk_calib_result *out)
+/* The per-segment work of a calibration, in arrays of count (or count * k). */
+typedef struct seg_work {
+    qk_minmax_result *mm;
+    int64_t *nkeys;
+    double *lo, *hi, *q1q3, *fences;
+    qk_qparams *params;
+    qk_error_sums *sums;
+    qk_error_counts *counts;
+} seg_work;
+
+static void seg_work_free(seg_work *w)
 {
-    qk_status st;
-    memset(out, 0, sizeof *out);
-    if ((st = check_options(ctx, opts)) != QK_OK) return st;
+    free(w->mm);
+    free(w->nkeys);
+    free(w->lo);
+    free(w->hi);
+    free(w->q1q3);
+    free(w->fences);
+    free(w->params);
+    free(w->sums);
+    free(w->counts);
+}
 
-    double *p = NULL, *lo = NULL, *hi = NULL;
-    qk_qparams *params = NULL;
-    qk_error_sums *sums = NULL;
-    qk_candidate *cand = NULL;
-    size_t k = 0;
-    if ((st = candidate_list(ctx, opts, &p, &k)) != QK_OK) return st;
+static int seg_work_alloc(seg_work *w, size_t count, size_t k)
+{
+    memset(w, 0, sizeof *w);
+    w->mm = malloc(count * sizeof *w->mm);
+    w->nkeys = malloc(count * sizeof *w->nkeys);
+    w->lo = malloc(count * k * sizeof *w->lo);
+    w->hi = malloc(count * k * sizeof *w->hi);
+    w->q1q3 = calloc(count * 2, sizeof *w->q1q3);
+    w->fences = malloc(count * 2 * sizeof *w->fences);
+    w->params = malloc(count * k * sizeof *w->params);
+    w->sums = malloc(count * k * sizeof *w->sums);
+    w->counts = malloc(count * sizeof *w->counts);
+    return w->mm && w->nkeys && w->lo && w->hi && w->q1q3 && w->fences && w->params && w->sums && w->counts
+               ? 0
+               : -1;
+}
 
-    qk_minmax_result mm;
-    st = ctx->backend->iface->minmax(ctx->backend, x, &mm);
-    if (st != QK_OK) goto done;
-    if (mm.nonfinite_count && !opts->ignore_nonfinite) {
-        st = qk_fail_nonfinite(ctx, "qk_calibrate", mm.nonfinite_count, mm.first_nonfinite);
-        goto done;
+/* Every segment must have finite values, and only finite ones unless asked to
+ * ignore the rest. */
+static qk_status check_finite(qk_context *ctx, const qk_calib_options *opts, const seg_work *w, int64_t count,
+                              int64_t *failed)
+{
+    for (int64_t b = 0; b < count; b++) {
+        const qk_minmax_result *m = &w->mm[b];
+        *failed = b;
+        if (m->nonfinite_count && !opts->ignore_nonfinite) {
+            return qk_fail_nonfinite(ctx, "qk_calibrate", m->nonfinite_count, m->first_nonfinite);
+        }
+        if (m->n_finite == 0) {
+            return qk_fail_nonfinite(ctx, "qk_calibrate: no finite values at all", m->nonfinite_count,
+                                     m->first_nonfinite);
+        }
+        w->nkeys[b] = m->n_finite;
     }
-    if (mm.n_finite == 0) {
-        st = qk_fail_nonfinite(ctx, "qk_calibrate: no finite values at all", mm.nonfinite_count, mm.first_nonfinite);
-        goto done;
-    }
+    *failed = -1;
+    return QK_OK;
+}
 
-    lo = malloc(k * sizeof *lo);
-    hi = malloc(k * sizeof *hi);
-    params = malloc(k * sizeof *params);
-    sums = malloc(k * sizeof *sums);
-    cand = calloc(k, sizeof *cand);
-    if (!lo || !hi || !params || !sums || !cand) {
-        st = qk_set_error(ctx, QK_ERR_NO_MEMORY, "qk_calibrate: out of host memory for %zu candidates", k);
-        goto done;
-    }
-    /* Fences cost a selection; they are computed when something uses them.
-     * Otherwise they are infinite and mse_inliers equals mse. */
-    int fences = opts->method == QK_CALIB_GRIDSEARCH || opts->objective == QK_OBJECTIVE_MSE_INLIERS;
-    double q[2] = {0, 0};
-    st = clip_values(ctx, x, interp, opts, mm.n_finite, &mm, p, k, fences, lo, hi, q);
-    if (st != QK_OK) goto done;
-    out->fence_lo = fences ? q[0] - opts->fence_k * (q[1] - q[0]) : -INFINITY;
-    out->fence_hi = fences ? q[1] + opts->fence_k * (q[1] - q[0]) : INFINITY;
-
-    for (size_t i = 0; i < k; i++) {
+/* Each candidate's parameters from its clip range. */
+static qk_status candidate_params(qk_context *ctx, const qk_calib_options *opts, const double *p, size_t k,
+                                  int64_t count, seg_work *w, int64_t *failed)
+{
+    for (size_t i = 0; i < (size_t)count * k; i++) {
+        *failed = (int64_t)(i / k);
         /* numpy's interpolation subtracts neighbours in the input's dtype, so two
          * float32 values more than FLT_MAX apart give an infinite percentile. */
-        if (!isfinite(lo[i]) || !isfinite(hi[i])) {
-            st = qk_set_error(ctx, QK_ERR_RANGE,
-                              "percentile %g of the data is not finite (%g, %g): neighbouring values are more "
-                              "than FLT_MAX apart, so float32 interpolation overflows; use minmax or float64 input",
-                              p[i], lo[i], hi[i]);
-            goto done;
+        if (!isfinite(w->lo[i]) || !isfinite(w->hi[i])) {
+            return qk_set_error(ctx, QK_ERR_RANGE,
+                                "percentile %g of the data is not finite (%g, %g): neighbouring values are more "
+                                "than FLT_MAX apart, so float32 interpolation overflows; use minmax or float64 "
+                                "input",
+                                p[i % k], w->lo[i], w->hi[i]);
         }
-        st = qk_qparams_from_range(ctx, opts->scheme, opts->bits, opts->narrow_range, opts->include_zero, lo[i],
-                                   hi[i], &params[i]);
-        if (st != QK_OK) goto done;
+        qk_status st = qk_qparams_from_range(ctx, opts->scheme, opts->bits, opts->narrow_range, opts->include_zero,
+                                             w->lo[i], w->hi[i], &w->params[i]);
+        if (st != QK_OK) return st;
     }
-    qk_error_counts counts;
-    st = ctx->backend->iface->error(ctx->backend, x, params, k, out->fence_lo, out->fence_hi, sums, &counts);
-    if (st != QK_OK) goto done;
+    *failed = -1;
+    return QK_OK;
+}
 
+static void fill_candidates(const double *p, size_t k, const qk_qparams *params, const qk_error_sums *sums,
+                            const qk_error_counts *counts, qk_candidate *cand)
+{
     for (size_t i = 0; i < k; i++) {
         cand[i].percentile = p[i];
         cand[i].clip_lo = params[i].clip_lo;
@@ -242,22 +273,82 @@ qk_status qk_calibrate_staged(qk_context *ctx, const qk_tensor *x, qk_dtype inte
         cand[i].scale = params[i].scale;
         cand[i].zero_point = params[i].zero_point;
         cand[i].clipped = sums[i].clipped;
-        cand[i].mse = sums[i].sse / (double)counts.n_finite;
-        cand[i].mse_inliers = counts.n_inliers ? sums[i].sse_inliers / (double)counts.n_inliers : NAN;
+        cand[i].mse = sums[i].sse / (double)counts->n_finite;
+        cand[i].mse_inliers = counts->n_inliers ? sums[i].sse_inliers / (double)counts->n_inliers : NAN;
     }
-    out->best = choose_best(cand, k, opts->objective);
-    out->params = params[out->best];
+}
+
+qk_status qk_calibrate_segments(qk_context *ctx, const qk_tensor *x, int64_t seg, qk_dtype interp,
+                                const qk_calib_options *opts, const double *p, size_t k, qk_candidate *cand,
+                                qk_seg_calib *res, int64_t *failed)
+{
+    int64_t count = x->n / seg;
+    seg_work w;
+    *failed = -1;
+    if (seg_work_alloc(&w, (size_t)count, k) != 0) {
+        seg_work_free(&w);
+        return qk_set_error(ctx, QK_ERR_NO_MEMORY, "qk_calibrate: out of host memory for %lld x %zu candidates",
+                            (long long)count, k);
+    }
+    qk_status st = qk_seg_minmax(ctx, x, seg, w.mm);
+    if (st == QK_OK) st = check_finite(ctx, opts, &w, count, failed);
+    /* Fences cost a selection; they are computed when something uses them.
+     * Otherwise they are infinite and mse_inliers equals mse. */
+    int fences = opts->method == QK_CALIB_GRIDSEARCH || opts->objective == QK_OBJECTIVE_MSE_INLIERS;
+    if (st == QK_OK) st = clip_values(ctx, x, seg, interp, opts, w.mm, w.nkeys, p, k, fences, w.lo, w.hi, w.q1q3);
+    for (int64_t b = 0; st == QK_OK && b < count; b++) {
+        double q1 = w.q1q3[2 * b], q3 = w.q1q3[2 * b + 1];
+        w.fences[2 * b] = fences ? q1 - opts->fence_k * (q3 - q1) : -INFINITY;
+        w.fences[2 * b + 1] = fences ? q3 + opts->fence_k * (q3 - q1) : INFINITY;
+    }
+    if (st == QK_OK) st = candidate_params(ctx, opts, p, k, count, &w, failed);
+    if (st == QK_OK) st = qk_seg_error(ctx, x, seg, w.params, k, w.fences, w.sums, w.counts);
+    for (int64_t b = 0; st == QK_OK && b < count; b++) {
+        size_t o = (size_t)b * k;
+        fill_candidates(p, k, w.params + o, w.sums + o, &w.counts[b], cand + o);
+        res[b].best = choose_best(cand + o, k, opts->objective);
+        res[b].n = w.counts[b].n_finite;
+        res[b].n_inliers = w.counts[b].n_inliers;
+        res[b].fence_lo = w.fences[2 * b];
+        res[b].fence_hi = w.fences[2 * b + 1];
+        res[b].params = w.params[o + res[b].best];
+    }
+    seg_work_free(&w);
+    return st;
+}
+
+qk_status qk_calibrate_staged(qk_context *ctx, const qk_tensor *x, qk_dtype interp, const qk_calib_options *opts,
+                              qk_calib_result *out)
+{
+    memset(out, 0, sizeof *out);
+    qk_status st = check_options(ctx, opts);
+    double *p = NULL;
+    size_t k = 0;
+    if (st == QK_OK) st = candidate_list(ctx, opts, &p, &k);
+    if (st != QK_OK) return st;
+    qk_candidate *cand = calloc(k, sizeof *cand);
+    qk_seg_calib res;
+    int64_t failed;
+    st = cand ? qk_calibrate_segments(ctx, x, x->n, interp, opts, p, k, cand, &res, &failed)
+              : qk_set_error(ctx, QK_ERR_NO_MEMORY, "qk_calibrate: out of host memory for %zu candidates", k);
+    free(p);
+    if (st != QK_OK) {
+        free(cand);
+        return st;
+    }
+    out->best = res.best;
+    out->params = res.params;
     out->candidates = cand;
     out->n_candidates = k;
-    out->n = counts.n_finite;
-    out->n_inliers = counts.n_inliers;
-    cand = NULL;
-done:
-    free(p);
-    free(lo);
-    free(hi);
-    free(params);
-    free(sums);
-    free(cand);
-    return st;
+    out->fence_lo = res.fence_lo;
+    out->fence_hi = res.fence_hi;
+    out->n = res.n;
+    out->n_inliers = res.n_inliers;
+    return QK_OK;
+}
+
+qk_status qk_calib_plan(qk_context *ctx, const qk_calib_options *opts, double **p, size_t *k)
+{
+    qk_status st = check_options(ctx, opts);
+    return st == QK_OK ? candidate_list(ctx, opts, p, k) : st;
 }

@@ -16,8 +16,7 @@ static qk_status check_x(qk_context *ctx, const qk_tensor *x, const char *name)
     return QK_OK;
 }
 
-/* Whether every code in [qmin, qmax] fits the integer dtype. */
-static int code_fits(qk_dtype dt, int32_t qmin, int32_t qmax)
+int qk_code_fits(qk_dtype dt, int32_t qmin, int32_t qmax)
 {
     switch (dt) {
     case QK_U8: return qmin >= 0 && qmax <= 255;
@@ -41,7 +40,7 @@ qk_status qk_quantize(qk_context *ctx, const qk_tensor *x, const qk_qparams *par
         return qk_set_error(ctx, QK_ERR_INVALID_ARG, "qk_quantize: codes has %lld elements, x has %lld",
                             (long long)codes->n, (long long)x->n);
     }
-    if (!qk_dtype_is_code(codes->dtype) || !code_fits(codes->dtype, params->qmin, params->qmax)) {
+    if (!qk_dtype_is_code(codes->dtype) || !qk_code_fits(codes->dtype, params->qmin, params->qmax)) {
         return qk_set_error(ctx, QK_ERR_INVALID_ARG, "qk_quantize: codes dtype %s cannot hold codes %d..%d",
                             qk_dtype_name(codes->dtype), (int)params->qmin, (int)params->qmax);
     }

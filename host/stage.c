@@ -1,6 +1,8 @@
 /* float16 and bfloat16 inputs: converted exactly to float32 before a backend
  * sees them (every half and bfloat16 value is a float32 value), so the
- * backends keep two input types. The original dtype is kept for the one place
+ * backends keep two input types. GPU backends convert on the device (their
+ * widen member) when the float32 copy fits there; otherwise, and on the CPU
+ * backend, the conversion is a host loop. The original dtype is kept for the one place
  * numpy's result depends on it: the percentile's d = b - a. */
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +61,60 @@ static float bf16_to_float(uint16_t b)
     return f;
 }
 
+/* Whether bytes more of device memory may be used for a staged copy: the
+ * backend runs on a device of its own (not the CPU reference), and the copy
+ * fits QKERN_DEVICE_MEMORY_LIMIT and half the device's memory. Otherwise the
+ * per-tensor members' own streaming (chunked, bounded memory) is used. */
+int qk_device_room(qk_context *ctx, uint64_t bytes)
+{
+    if (ctx->kind == QK_BACKEND_CPU) return 0;
+    uint64_t limit;
+    if (qk_device_memory_limit(NULL, &limit) != QK_OK) return 0;
+    qk_device_info info;
+    if (ctx->backend->iface->device_info(ctx->backend, &info) == QK_OK && info.global_mem) {
+        if (info.global_mem / 2 < limit) limit = info.global_mem / 2;
+    }
+    return bytes <= limit;
+}
+
+qk_status qk_device_copy(qk_context *ctx, const qk_tensor *x, int load, qk_tensor *dev, qk_buffer **buf)
+{
+    *buf = NULL;
+    if (!x->host) {
+        *dev = *x;
+        return QK_OK;
+    }
+    size_t bytes = (size_t)x->n * qk_dtype_size(x->dtype);
+    qk_status st = qk_buffer_create(ctx, bytes, buf);
+    if (st == QK_OK && load) st = qk_buffer_write(ctx, *buf, 0, x->host, bytes);
+    if (st != QK_OK) {
+        qk_buffer_destroy(ctx, *buf);
+        *buf = NULL;
+        return st;
+    }
+    *dev = qk_tensor_buffer(x->dtype, *buf, 0, x->n);
+    return QK_OK;
+}
+
+/* float16/bfloat16 widened on the device: 2 bytes an element cross the bus. */
+static qk_status widen_on_device(qk_context *ctx, const qk_tensor *x, qk_staged *out)
+{
+    qk_tensor raw;
+    qk_buffer *rawbuf = NULL;
+    qk_status st = qk_device_copy(ctx, x, 1, &raw, &rawbuf);
+    if (st == QK_OK) st = qk_buffer_create(ctx, (size_t)x->n * 4, &out->buf);
+    if (st == QK_OK) {
+        out->t = qk_tensor_buffer(QK_F32, out->buf, 0, x->n);
+        st = ctx->backend->iface->widen(ctx->backend, &raw, &out->t);
+    }
+    qk_buffer_destroy(ctx, rawbuf);
+    if (st != QK_OK) {
+        qk_buffer_destroy(ctx, out->buf);
+        out->buf = NULL;
+    }
+    return st;
+}
+
 qk_status qk_stage_float(qk_context *ctx, const qk_tensor *x, const char *name, qk_staged *out)
 {
     memset(out, 0, sizeof *out);
@@ -68,6 +124,9 @@ qk_status qk_stage_float(qk_context *ctx, const qk_tensor *x, const char *name, 
     if (x->dtype != QK_F16 && x->dtype != QK_BF16) {
         return qk_set_error(ctx, QK_ERR_UNSUPPORTED, "%s: dtype %s is not a float input (float32, float64, "
                             "float16, bfloat16)", name, qk_dtype_name(x->dtype));
+    }
+    if (ctx->backend->iface->widen && qk_device_room(ctx, (uint64_t)x->n * (x->host ? 6 : 4))) {
+        return widen_on_device(ctx, x, out);
     }
     size_t n = (size_t)x->n;
     float *f = malloc(n * sizeof *f);
@@ -96,8 +155,30 @@ qk_status qk_stage_float(qk_context *ctx, const qk_tensor *x, const char *name, 
     return QK_OK;
 }
 
+qk_status qk_stage_float_device(qk_context *ctx, const qk_tensor *x, const char *name, uint64_t extra,
+                                qk_staged *out)
+{
+    qk_status st = qk_stage_float(ctx, x, name, out);
+    if (st != QK_OK || !out->t.host) return st;
+    uint64_t bytes = (uint64_t)out->t.n * qk_dtype_size(out->t.dtype);
+    if (!ctx->backend->iface->seg_minmax || !qk_device_room(ctx, bytes + extra)) return QK_OK;
+    qk_tensor dev;
+    qk_buffer *buf;
+    if ((st = qk_device_copy(ctx, &out->t, 1, &dev, &buf)) != QK_OK) {
+        qk_staged_release(out);
+        return st;
+    }
+    free(out->temp); /* the host conversion, if any, now lives on the device */
+    out->temp = NULL;
+    out->buf = buf;
+    out->t = dev;
+    return QK_OK;
+}
+
 void qk_staged_release(qk_staged *s)
 {
     free(s->temp);
     s->temp = NULL;
+    if (s->buf) qk_buffer_destroy(s->buf->ctx, s->buf);
+    s->buf = NULL;
 }

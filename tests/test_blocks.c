@@ -250,6 +250,165 @@ static void test_pack_int4(void **state)
     assert_int_equal(qk_pack_int4(ctx, &tbig, pk), QK_ERR_RANGE);
 }
 
+/* Many blocks: the library calibrates them in batches (about 2^19 candidate
+ * rows each), so a grid search over 6000 groups spans two batches. Sampled
+ * blocks, those around the batch edge included, must equal per-tensor calls. */
+static void test_many_blocks(void **state)
+{
+    enum { G = 32, NB = 6000, N = G * NB };
+    float *x = malloc(N * 4);
+    ref_fill(x, N, REF_LAPLACE_OUTLIERS, 4242);
+    qk_calib_options o;
+    qk_calib_options_default(&o);
+    o.method = QK_CALIB_GRIDSEARCH;
+    o.grid_start = 75;
+    o.grid_step = 0.25; /* 101 candidates: 5190 blocks a batch */
+    o.objective = QK_OBJECTIVE_MSE_INLIERS;
+    qk_layout l = {QK_PER_GROUP, 2, {NB / 4, 4 * G}, 0, G};
+    qk_tensor t = qk_tensor_host(QK_F32, x, N);
+    qk_block_calib_result r;
+    assert_int_equal(qk_calibrate_blocks(ctx, &t, &l, &o, &r), QK_OK);
+    assert_int_equal(r.count, NB);
+    static const int64_t picks[] = {0, 1, 977, 2500, 5189, 5190, 5191, NB - 1};
+    double sse = 0;
+    for (int64_t b = 0; b < NB; b++) sse += r.chosen[b].mse * (double)G;
+    assert_true(fabs(r.mse - sse / (double)N) <= 1e-12 * r.mse);
+    for (size_t i = 0; i < sizeof picks / sizeof *picks; i++) {
+        int64_t b = picks[i];
+        qk_tensor bt = qk_tensor_host(QK_F32, x + b * G, G);
+        qk_calib_result one;
+        assert_int_equal(qk_calibrate(ctx, &bt, &o, &one), QK_OK);
+        assert_memory_equal(&one.params, &r.params[b], sizeof one.params);
+        assert_memory_equal(&one.candidates[one.best], &r.chosen[b], sizeof one.candidates[0]);
+        qk_calib_result_release(&one);
+    }
+    qk_block_calib_result_release(&r);
+    /* a NaN in a late block names that block */
+    x[5500 * G + 3] = NAN;
+    assert_int_equal(qk_calibrate_blocks(ctx, &t, &l, &o, &r), QK_ERR_NONFINITE);
+    assert_non_null(strstr(qk_context_message(ctx), "group 5500"));
+    free(x);
+}
+
+/* Device-resident input and output (qk_buffer) give the host results, for a
+ * contiguous layout and a gathered one (channels of the last axis). */
+static void test_device_tensors(void **state)
+{
+    enum { R = 96, K = 384, N = R * K };
+    float *x = malloc(N * 4);
+    ref_fill(x, N, REF_LAPLACE_OUTLIERS, 7);
+    qk_calib_options o;
+    qk_calib_options_default(&o);
+    o.method = QK_CALIB_PERCENTILE;
+    o.percentile = 99.9;
+    o.scheme = QK_SYMMETRIC;
+    o.narrow_range = 1;
+    qk_buffer *bx, *bc, *bo;
+    assert_int_equal(qk_buffer_create(ctx, N * 4, &bx), QK_OK);
+    assert_int_equal(qk_buffer_create(ctx, N, &bc), QK_OK);
+    assert_int_equal(qk_buffer_create(ctx, N * 4, &bo), QK_OK);
+    assert_int_equal(qk_buffer_write(ctx, bx, 0, x, N * 4), QK_OK);
+    int8_t *c_host = malloc(N), *c_dev = malloc(N);
+    float *o_host = malloc(N * 4), *o_dev = malloc(N * 4);
+    for (int axis = 0; axis < 2; axis++) {
+        qk_layout l = {QK_PER_CHANNEL, 2, {R, K}, axis, 0};
+        qk_tensor th = qk_tensor_host(QK_F32, x, N), td = qk_tensor_buffer(QK_F32, bx, 0, N);
+        qk_block_calib_result rh, rd;
+        assert_int_equal(qk_calibrate_blocks(ctx, &th, &l, &o, &rh), QK_OK);
+        assert_int_equal(qk_calibrate_blocks(ctx, &td, &l, &o, &rd), QK_OK);
+        assert_memory_equal(rh.params, rd.params, (size_t)rh.count * sizeof *rh.params);
+        assert_memory_equal(rh.chosen, rd.chosen, (size_t)rh.count * sizeof *rh.chosen);
+        qk_tensor ch = qk_tensor_host(QK_I8, c_host, N), cd = qk_tensor_buffer(QK_I8, bc, 0, N);
+        assert_int_equal(qk_quantize_blocks(ctx, &th, &l, rh.params, rh.count, &ch), QK_OK);
+        assert_int_equal(qk_quantize_blocks(ctx, &td, &l, rd.params, rd.count, &cd), QK_OK);
+        assert_int_equal(qk_buffer_read(ctx, bc, 0, c_dev, N), QK_OK);
+        assert_memory_equal(c_host, c_dev, N);
+        qk_tensor oh = qk_tensor_host(QK_F32, o_host, N), od = qk_tensor_buffer(QK_F32, bo, 0, N);
+        assert_int_equal(qk_dequantize_blocks(ctx, &ch, &l, rh.params, rh.count, &oh), QK_OK);
+        assert_int_equal(qk_dequantize_blocks(ctx, &cd, &l, rd.params, rd.count, &od), QK_OK);
+        assert_int_equal(qk_buffer_read(ctx, bo, 0, o_dev, N * 4), QK_OK);
+        assert_memory_equal(o_host, o_dev, N * 4);
+        /* mixed: device input, host codes */
+        memset(c_dev, 0x55, N);
+        qk_tensor cm = qk_tensor_host(QK_I8, c_dev, N);
+        assert_int_equal(qk_quantize_blocks(ctx, &td, &l, rd.params, rd.count, &cm), QK_OK);
+        assert_memory_equal(c_host, c_dev, N);
+        for (int64_t b = 0; b < rh.count; b += 37) { /* spot-check the formula */
+            int64_t i = axis ? b : b * K;
+            float want = (float)(c_host[i] - rh.params[b].zero_point) * rh.params[b].scale;
+            assert_true(memcmp(&o_host[i], &want, 4) == 0);
+        }
+        qk_block_calib_result_release(&rh);
+        qk_block_calib_result_release(&rd);
+    }
+    /* parameters that do not fit the codes are refused before any work */
+    qk_layout l = {QK_PER_CHANNEL, 2, {R, K}, 0, 0};
+    qk_block_calib_result r;
+    qk_tensor th = qk_tensor_host(QK_F32, x, N), cu = qk_tensor_host(QK_U8, c_host, N);
+    assert_int_equal(qk_calibrate_blocks(ctx, &th, &l, &o, &r), QK_OK);
+    assert_int_equal(qk_quantize_blocks(ctx, &th, &l, r.params, r.count, &cu), QK_ERR_INVALID_ARG);
+    assert_non_null(strstr(qk_context_message(ctx), "channel 0"));
+    qk_block_calib_result_release(&r);
+    qk_buffer_destroy(ctx, bx);
+    qk_buffer_destroy(ctx, bc);
+    qk_buffer_destroy(ctx, bo);
+    free(x);
+    free(c_host);
+    free(c_dev);
+    free(o_host);
+    free(o_dev);
+}
+
+/* float16 per group: minmax parameters and codes equal float32's on the same
+ * (exactly widened) values, and a grid search per group equals per-tensor
+ * calls on each group's float16 values. */
+static void test_float16_blocks(void **state)
+{
+    enum { G = 128, NB = 200, N = G * NB };
+    uint16_t *h = malloc(N * 2);
+    float *f = malloc(N * 4);
+    ref_rng r = {77};
+    for (int i = 0; i < N; i++) {
+        h[i] = (uint16_t)(ref_next(&r) & 0xffff);
+        if ((h[i] & 0x7c00) == 0x7c00) h[i] &= 0xbfff; /* no Inf/NaN */
+        int e = (h[i] >> 10) & 31, m = h[i] & 1023;
+        double v = e ? ldexp(1024 + m, e - 25) : ldexp(m, -24);
+        f[i] = (float)((h[i] & 0x8000) ? -v : v);
+    }
+    qk_calib_options o;
+    qk_calib_options_default(&o);
+    qk_layout l = {QK_PER_GROUP, 2, {NB, G}, 0, G};
+    qk_tensor th = qk_tensor_host(QK_F16, h, N), tf = qk_tensor_host(QK_F32, f, N);
+    qk_block_calib_result rh, rf;
+    assert_int_equal(qk_calibrate_blocks(ctx, &th, &l, &o, &rh), QK_OK);
+    assert_int_equal(qk_calibrate_blocks(ctx, &tf, &l, &o, &rf), QK_OK);
+    assert_memory_equal(rh.params, rf.params, (size_t)NB * sizeof *rh.params);
+    uint8_t *ch = malloc(N), *cf = malloc(N);
+    qk_tensor cth = qk_tensor_host(QK_U8, ch, N), ctf = qk_tensor_host(QK_U8, cf, N);
+    assert_int_equal(qk_quantize_blocks(ctx, &th, &l, rh.params, rh.count, &cth), QK_OK);
+    assert_int_equal(qk_quantize_blocks(ctx, &tf, &l, rf.params, rf.count, &ctf), QK_OK);
+    assert_memory_equal(ch, cf, N);
+    qk_block_calib_result_release(&rh);
+    qk_block_calib_result_release(&rf);
+    o.method = QK_CALIB_GRIDSEARCH;
+    o.grid_start = 90;
+    o.grid_step = 0.5;
+    assert_int_equal(qk_calibrate_blocks(ctx, &th, &l, &o, &rh), QK_OK);
+    for (int64_t b = 0; b < NB; b += 39) {
+        qk_tensor bt = qk_tensor_host(QK_F16, h + b * G, G);
+        qk_calib_result one;
+        assert_int_equal(qk_calibrate(ctx, &bt, &o, &one), QK_OK);
+        assert_memory_equal(&one.params, &rh.params[b], sizeof one.params);
+        assert_memory_equal(&one.candidates[one.best], &rh.chosen[b], sizeof one.candidates[0]);
+        qk_calib_result_release(&one);
+    }
+    qk_block_calib_result_release(&rh);
+    free(h);
+    free(f);
+    free(ch);
+    free(cf);
+}
+
 int main(void)
 {
     ctx = ref_test_context();
@@ -260,7 +419,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_per_channel_and_group), cmocka_unit_test(test_layout_errors),
         cmocka_unit_test(test_float16_input),         cmocka_unit_test(test_bfloat16_input),
-        cmocka_unit_test(test_pack_int4),
+        cmocka_unit_test(test_pack_int4),             cmocka_unit_test(test_many_blocks),
+        cmocka_unit_test(test_device_tensors),        cmocka_unit_test(test_float16_blocks),
     };
     int failed = cmocka_run_group_tests_name(qk_backend_name(qk_context_backend(ctx)), tests, NULL, NULL);
     qk_context_destroy(ctx);
