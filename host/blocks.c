@@ -157,12 +157,23 @@ qk_status qk_block_calib_result_release(qk_block_calib_result *res)
     return QK_OK;
 }
 
-/* Blocks per calibration batch: the per-candidate work arrays stay near
- * 2^19 rows whatever the block count and grid size. */
-static int64_t batch_blocks(int64_t count, size_t k)
+/* Blocks per piece of a device pass: as many as fit the device budget at
+ * bytes_per_elem each (so a tensor larger than the device goes in pieces), at
+ * least 1, at most max. Without a budget (CPU backend, data already on the
+ * device) just max. */
+static int64_t device_blocks(qk_context *ctx, const qk_tensor *t, int64_t seg, uint64_t bytes_per_elem, int64_t max)
 {
-    int64_t nb = (int64_t)(((size_t)1 << 19) / k);
-    return nb < 1 ? 1 : nb > count ? count : nb;
+    if (!t->host || !ctx->backend->iface->seg_minmax) return max;
+    uint64_t budget = qk_device_budget(ctx), per_block = (uint64_t)seg * bytes_per_elem;
+    int64_t fit = budget / per_block > (uint64_t)max ? max : (int64_t)(budget / per_block);
+    return fit < 1 ? 1 : fit;
+}
+
+/* Device bytes an element of a float input takes once staged: float32 (or
+ * float64), plus the raw 2 bytes while float16/bfloat16 are widened. */
+static uint64_t staged_bytes(qk_dtype dt)
+{
+    return dt == QK_F64 ? 8 : dt == QK_F32 ? 4 : 6;
 }
 
 static qk_tensor sub_tensor(const qk_tensor *t, int64_t first, int64_t n)
@@ -175,23 +186,28 @@ static qk_tensor sub_tensor(const qk_tensor *t, int64_t first, int64_t n)
     return v;
 }
 
-/* Calibrate the blocks of a staged, block-ordered tensor in batches. */
-static qk_status calibrate_batches(qk_context *ctx, const qk_tensor *x, qk_dtype interp, const qk_layout *layout,
-                                   const geometry *g, const qk_calib_options *opts, qk_block_calib_result *out)
+/* Calibrate the blocks of a block-ordered tensor in batches: each batch holds
+ * near 2^19 candidate rows at most and fits the device, where it is staged. */
+static qk_status calibrate_batches(qk_context *ctx, const qk_tensor *x, const qk_layout *layout, const geometry *g,
+                                   const qk_calib_options *opts, qk_block_calib_result *out)
 {
     double *p = NULL;
     size_t k = 0;
     qk_status st = qk_calib_plan(ctx, opts, &p, &k);
     if (st != QK_OK) return st;
-    int64_t seg = g->run * g->runs, nb = batch_blocks(g->count, k);
+    int64_t seg = g->run * g->runs, nb = (int64_t)(((size_t)1 << 19) / k);
+    nb = device_blocks(ctx, x, seg, staged_bytes(x->dtype), nb < 1 ? 1 : nb > g->count ? g->count : nb);
     qk_candidate *cand = malloc((size_t)nb * k * sizeof *cand);
     qk_seg_calib *res = malloc((size_t)nb * sizeof *res);
     if (!cand || !res) st = qk_set_error(ctx, QK_ERR_NO_MEMORY, "no memory for %lld blocks", (long long)nb);
     double sse = 0.0;
     for (int64_t b0 = 0; st == QK_OK && b0 < g->count; b0 += nb) {
-        int64_t m = g->count - b0 < nb ? g->count - b0 : nb, failed;
+        int64_t m = g->count - b0 < nb ? g->count - b0 : nb, failed = -1;
         qk_tensor v = sub_tensor(x, b0 * seg, m * seg);
-        st = qk_calibrate_segments(ctx, &v, seg, interp, opts, p, k, cand, res, &failed);
+        qk_staged sx;
+        st = qk_stage_float_device(ctx, &v, "qk_calibrate_blocks: x", 0, &sx);
+        if (st == QK_OK) st = qk_calibrate_segments(ctx, &sx.t, seg, sx.interp, opts, p, k, cand, res, &failed);
+        qk_staged_release(&sx);
         if (st != QK_OK) {
             if (failed >= 0) st = block_error(ctx, st, layout, b0 + failed);
             break;
@@ -227,22 +243,14 @@ qk_status qk_calibrate_blocks(qk_context *ctx, const qk_tensor *x, const qk_layo
     }
     void *copy;
     qk_tensor ordered;
-    qk_staged sx;
     if ((st = block_order(ctx, x, &g, 1, &copy, &ordered)) != QK_OK) return st;
-    st = qk_stage_float_device(ctx, &ordered, "qk_calibrate_blocks: x", 0, &sx);
-    if (st != QK_OK || sx.t.host != copy) { /* converted or uploaded: the copy has served */
-        free(copy);
-        copy = NULL;
-    }
-    if (st != QK_OK) return st;
     out->params = calloc((size_t)g.count, sizeof *out->params);
     out->chosen = calloc((size_t)g.count, sizeof *out->chosen);
     if (!out->params || !out->chosen) {
         st = qk_set_error(ctx, QK_ERR_NO_MEMORY, "no memory for %lld blocks", (long long)g.count);
     } else {
-        st = calibrate_batches(ctx, &sx.t, sx.interp, layout, &g, opts, out);
+        st = calibrate_batches(ctx, &ordered, layout, &g, opts, out);
     }
-    qk_staged_release(&sx);
     free(copy);
     if (st != QK_OK) {
         qk_block_calib_result_release(out);
@@ -251,6 +259,7 @@ qk_status qk_calibrate_blocks(qk_context *ctx, const qk_tensor *x, const qk_layo
     out->count = g.count;
     return QK_OK;
 }
+
 /* ---- quantize and dequantize per block ---------------------------------------- */
 
 /* Every block's parameters must be valid for the operation (as qk_quantize /
@@ -275,22 +284,36 @@ static qk_status check_block_params(qk_context *ctx, const qk_layout *layout, co
     return QK_OK;
 }
 
-/* Run the segmented op on block-ordered tensors: on the device when the input
- * is there (then the output goes through a device buffer too, if it fits),
- * else segment by segment on the host tensors. */
-static qk_status run_segments(qk_context *ctx, const qk_tensor *in, int64_t seg, const qk_qparams *params,
-                              qk_tensor *out, int quantize)
+/* Run the segmented op on one piece of block-ordered tensors: staged on the
+ * device when the backend has segmented kernels and the piece fits (the output
+ * then goes through a device buffer too), else segment by segment on the
+ * host tensors through the per-tensor members. */
+static qk_status run_piece(qk_context *ctx, const qk_tensor *in, int64_t seg, const qk_qparams *params,
+                           qk_tensor *out, int quantize, const char *fn)
 {
+    uint64_t out_bytes = out->host ? (uint64_t)out->n * qk_dtype_size(out->dtype) : 0;
+    qk_staged sx;
+    memset(&sx, 0, sizeof sx);
+    sx.t = *in;
+    qk_status st = QK_OK;
+    if (quantize) {
+        st = qk_stage_float_device(ctx, in, fn, out_bytes, &sx);
+    } else if (in->host && ctx->backend->iface->seg_dequantize &&
+               qk_device_room(ctx, (uint64_t)in->n * qk_dtype_size(in->dtype) + out_bytes)) {
+        st = qk_device_copy(ctx, in, 1, &sx.t, &sx.buf);
+    }
     qk_tensor dev = *out;
     qk_buffer *buf = NULL;
-    qk_status st = QK_OK;
-    uint64_t out_bytes = (uint64_t)out->n * qk_dtype_size(out->dtype);
-    if (!in->host && out->host && qk_device_room(ctx, out_bytes)) st = qk_device_copy(ctx, out, 0, &dev, &buf);
+    if (st == QK_OK && !sx.t.host && out->host && qk_device_room(ctx, out_bytes)) {
+        st = qk_device_copy(ctx, out, 0, &dev, &buf);
+    }
     if (st == QK_OK) {
-        st = quantize ? qk_seg_quantize(ctx, in, seg, params, &dev) : qk_seg_dequantize(ctx, in, seg, params, &dev);
+        st = quantize ? qk_seg_quantize(ctx, &sx.t, seg, params, &dev)
+                      : qk_seg_dequantize(ctx, &sx.t, seg, params, &dev);
     }
     if (st == QK_OK && buf) st = qk_buffer_read(ctx, buf, 0, out->host, (size_t)out_bytes);
     qk_buffer_destroy(ctx, buf);
+    qk_staged_release(&sx);
     return st;
 }
 
@@ -319,26 +342,20 @@ static qk_status run_blocks(qk_context *ctx, const qk_tensor *in, const qk_layou
     }
     if ((st = check_block_params(ctx, layout, params, count, out->dtype, quantize)) != QK_OK) return st;
 
-    void *in_copy, *out_copy;
-    qk_tensor in_ord, out_ord;
-    qk_staged sx;
-    memset(&sx, 0, sizeof sx);
-    if ((st = block_order(ctx, in, &g, 1, &in_copy, &in_ord)) != QK_OK) return st;
-    if ((st = block_order(ctx, out, &g, 0, &out_copy, &out_ord)) == QK_OK) {
-        uint64_t out_bytes = out_ord.host ? (uint64_t)out->n * qk_dtype_size(out->dtype) : 0;
-        if (quantize) {
-            st = qk_stage_float_device(ctx, &in_ord, fn, out_bytes, &sx);
-        } else {
-            sx.t = in_ord;
-            uint64_t in_bytes = (uint64_t)in->n * qk_dtype_size(in->dtype);
-            if (in_ord.host && ctx->backend->iface->seg_dequantize && qk_device_room(ctx, in_bytes + out_bytes)) {
-                st = qk_device_copy(ctx, &in_ord, 1, &sx.t, &sx.buf);
-            }
-        }
+    void *in_copy, *out_copy = NULL;
+    qk_tensor in_ord = *in, out_ord = *out;
+    if ((st = block_order(ctx, in, &g, 1, &in_copy, &in_ord)) == QK_OK) {
+        st = block_order(ctx, out, &g, 0, &out_copy, &out_ord);
     }
-    if (st == QK_OK) st = run_segments(ctx, &sx.t, g.run * g.runs, params, &out_ord, quantize);
+    int64_t seg = g.run * g.runs;
+    uint64_t per_elem = (quantize ? staged_bytes(in->dtype) : qk_dtype_size(in->dtype)) + qk_dtype_size(out->dtype);
+    int64_t nb = device_blocks(ctx, &in_ord, seg, per_elem, g.count);
+    for (int64_t b0 = 0; st == QK_OK && b0 < g.count; b0 += nb) {
+        int64_t m = g.count - b0 < nb ? g.count - b0 : nb;
+        qk_tensor vi = sub_tensor(&in_ord, b0 * seg, m * seg), vo = sub_tensor(&out_ord, b0 * seg, m * seg);
+        st = run_piece(ctx, &vi, seg, params + b0, &vo, quantize, fn);
+    }
     if (st == QK_OK && g.runs > 1) st = scatter(ctx, &out_ord, &g, out);
-    qk_staged_release(&sx);
     free(in_copy);
     free(out_copy);
     return st;

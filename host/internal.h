@@ -60,8 +60,10 @@ qk_status qk_stage_float(qk_context *ctx, const qk_tensor *x, const char *name, 
  * has them and the copy fits with extra more bytes; else as qk_stage_float. */
 qk_status qk_stage_float_device(qk_context *ctx, const qk_tensor *x, const char *name, uint64_t extra,
                                 qk_staged *out);
-/* Whether bytes more of device memory may go to staged copies (never on the
- * CPU backend; within QKERN_DEVICE_MEMORY_LIMIT and half the device memory). */
+/* Device memory that staged copies may use at once (0 on the CPU backend;
+ * else within QKERN_DEVICE_MEMORY_LIMIT and half the device memory), and
+ * whether bytes fit it. */
+uint64_t qk_device_budget(qk_context *ctx);
 int qk_device_room(qk_context *ctx, uint64_t bytes);
 /* x itself when on the device, else a new device buffer of its size (*buf,
  * the caller's to destroy) holding its data when load is set. */

@@ -61,11 +61,11 @@ static float bf16_to_float(uint16_t b)
     return f;
 }
 
-/* Whether bytes more of device memory may be used for a staged copy: the
- * backend runs on a device of its own (not the CPU reference), and the copy
- * fits QKERN_DEVICE_MEMORY_LIMIT and half the device's memory. Otherwise the
- * per-tensor members' own streaming (chunked, bounded memory) is used. */
-int qk_device_room(qk_context *ctx, uint64_t bytes)
+/* Device memory staged copies may take: none on the CPU backend (it works on
+ * host memory in place); elsewhere QKERN_DEVICE_MEMORY_LIMIT and half the
+ * device's memory bound it. Larger work goes in pieces, or through the
+ * per-tensor members' own streaming (chunked, bounded memory). */
+uint64_t qk_device_budget(qk_context *ctx)
 {
     if (ctx->kind == QK_BACKEND_CPU) return 0;
     uint64_t limit;
@@ -74,7 +74,12 @@ int qk_device_room(qk_context *ctx, uint64_t bytes)
     if (ctx->backend->iface->device_info(ctx->backend, &info) == QK_OK && info.global_mem) {
         if (info.global_mem / 2 < limit) limit = info.global_mem / 2;
     }
-    return bytes <= limit;
+    return limit;
+}
+
+int qk_device_room(qk_context *ctx, uint64_t bytes)
+{
+    return bytes <= qk_device_budget(ctx);
 }
 
 qk_status qk_device_copy(qk_context *ctx, const qk_tensor *x, int load, qk_tensor *dev, qk_buffer **buf)
