@@ -32,6 +32,11 @@
  * Devices without cl_khr_fp64 run everything but float64 input and the error
  * pass (its sums are double), which report QK_ERR_UNSUPPORTED with the reason.
  *
+ * Segmented operations (ocl_segment.c, segment.cl) run per-channel and
+ * per-group work as one launch per batch of segments, each segment's result
+ * bit for bit the per-tensor one; the select among them sorts each segment in
+ * local memory, so its segments are capped by CL_DEVICE_LOCAL_MEM_SIZE.
+ *
  * A context is not meant to be used from two threads at once (kernel arguments
  * are set on shared cl_kernel objects). */
 #ifndef QK_OCL_H
@@ -87,8 +92,32 @@ typedef enum ocl_kernel_id {
     OCL_K_DEQUANT_I32,
     OCL_K_ERROR_F32,
     OCL_K_ERROR_F64,
+    OCL_K_SEG_MINMAX32,
+    OCL_K_SEG_MINMAX64,
+    OCL_K_SEG_SELECT32,
+    OCL_K_SEG_SELECT64,
+    OCL_K_SEG_QUANT_F32_U8,
+    OCL_K_SEG_QUANT_F32_I8,
+    OCL_K_SEG_QUANT_F32_U16,
+    OCL_K_SEG_QUANT_F32_I16,
+    OCL_K_SEG_QUANT_F32_I32,
+    OCL_K_SEG_QUANT_F64_U8,
+    OCL_K_SEG_QUANT_F64_I8,
+    OCL_K_SEG_QUANT_F64_U16,
+    OCL_K_SEG_QUANT_F64_I16,
+    OCL_K_SEG_QUANT_F64_I32,
+    OCL_K_SEG_DEQUANT_U8,
+    OCL_K_SEG_DEQUANT_I8,
+    OCL_K_SEG_DEQUANT_U16,
+    OCL_K_SEG_DEQUANT_I16,
+    OCL_K_SEG_DEQUANT_I32,
+    OCL_K_SEG_ERROR_F32,
+    OCL_K_SEG_ERROR_F64,
+    OCL_K_WIDEN,
     OCL_K_COUNT
 } ocl_kernel_id;
+
+#define OCL_SEG_SLOTS 8 /* batch buffers of one segmented operation */
 
 /* One device as found by the ordered enumeration (ocl_device.c). */
 typedef struct ocl_device_ref {
@@ -115,12 +144,17 @@ typedef struct ocl_backend {
     cl_uint compute_units;
     uint64_t global_mem;
     uint64_t max_alloc;
+    uint64_t local_mem;   /* CL_DEVICE_LOCAL_MEM_SIZE: bounds the segmented select's sort */
     uint64_t budget;      /* device memory the backend's working set may use */
     int budget_explicit;  /* QKERN_DEVICE_MEMORY_LIMIT was set */
     /* staging buffers kept between calls (fresh ones would cost an allocation
      * and, on PoCL, first-touch page faults every call): [side][slot] */
     cl_mem stage[2][2];
     size_t stage_bytes[2][2];
+    /* the segmented operations' batch buffers, kept between calls for the same
+     * reason (ocl_segment.c; released when they grow past what is worth keeping) */
+    cl_mem seg_mem[OCL_SEG_SLOTS];
+    size_t seg_bytes[OCL_SEG_SLOTS];
 } ocl_backend;
 
 static inline ocl_backend *ocl_of(qk_backend *be)
@@ -241,5 +275,28 @@ qk_status ocl_quantize(qk_backend *be, const qk_tensor *x, const qk_qparams *par
 qk_status ocl_dequantize(qk_backend *be, const qk_tensor *codes, const qk_qparams *params, qk_tensor *out);
 qk_status ocl_error(qk_backend *be, const qk_tensor *x, const qk_qparams *params, size_t k, double fence_lo,
                     double fence_hi, qk_error_sums *sums, qk_error_counts *counts);
+
+/* ---- segmented operations (ocl_segment.c, segment.cl) -----------------------------
+ * The optional seg_* members of qk_backend_iface: one launch per batch of
+ * segments. QK_ERR_UNSUPPORTED, with no message, when a call cannot be done
+ * that way (a segment past the local-memory sort's cap, no cl_khr_fp64 where
+ * it is needed, one segment's buffers beyond the budget): the caller then
+ * runs the per-tensor members segment by segment. */
+
+qk_status ocl_seg_minmax(qk_backend *be, const qk_tensor *x, int64_t seg, qk_minmax_result *out);
+qk_status ocl_seg_select(qk_backend *be, const qk_tensor *x, int64_t seg, unsigned flags, const int64_t *ranks,
+                         size_t nranks, double *values);
+qk_status ocl_seg_quantize(qk_backend *be, const qk_tensor *x, int64_t seg, const qk_qparams *params,
+                           qk_tensor *codes);
+qk_status ocl_seg_dequantize(qk_backend *be, const qk_tensor *codes, int64_t seg, const qk_qparams *params,
+                             qk_tensor *out);
+qk_status ocl_seg_error(qk_backend *be, const qk_tensor *x, int64_t seg, const qk_qparams *params, size_t k,
+                        const double *fences, qk_error_sums *sums, qk_error_counts *counts);
+qk_status ocl_widen(qk_backend *be, const qk_tensor *x, qk_tensor *out);
+/* The largest segment the segmented select sorts in one go for this key width
+ * (4 or 8 bytes), from the device's local memory and the kernel style. */
+int64_t ocl_seg_select_cap(const ocl_backend *be, size_t key_bytes);
+/* Release the kept batch buffers. */
+void ocl_seg_release(ocl_backend *be);
 
 #endif

@@ -14,6 +14,7 @@ static void ocl_destroy(qk_backend *base)
         ocl_release_mem(&be->stage[i][0]);
         ocl_release_mem(&be->stage[i][1]);
     }
+    ocl_seg_release(be);
     ocl_program_release(be);
     if (be->upload) clReleaseCommandQueue(be->upload);
     if (be->download) clReleaseCommandQueue(be->download);
@@ -52,6 +53,12 @@ static const qk_backend_iface ocl_iface = {
     .dequantize = ocl_dequantize,
     .error = ocl_error,
     .native = ocl_native,
+    .seg_minmax = ocl_seg_minmax,
+    .seg_select = ocl_seg_select,
+    .seg_quantize = ocl_seg_quantize,
+    .seg_dequantize = ocl_seg_dequantize,
+    .seg_error = ocl_seg_error,
+    .widen = ocl_widen,
 };
 
 /* Settings from the environment; see ocl.h. */
@@ -115,6 +122,9 @@ static qk_status setup_device(ocl_backend *be, const ocl_device_ref *ref, int st
     clGetDeviceInfo(dev, CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof unified, &unified, NULL);
     clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof be->compute_units, &be->compute_units, NULL);
     clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof max_alloc, &max_alloc, NULL);
+    cl_ulong local_mem = 0;
+    clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_mem, &local_mem, NULL);
+    be->local_mem = local_mem;
     if (be->compute_units == 0) be->compute_units = 1;
     be->global_mem = be->info.global_mem;
     be->max_alloc = max_alloc ? max_alloc : ((uint64_t)128 << 20);

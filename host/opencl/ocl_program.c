@@ -46,13 +46,36 @@ static const char *const kernel_names[OCL_K_COUNT] = {
     [OCL_K_DEQUANT_I32] = "qk_dequantize_i32",
     [OCL_K_ERROR_F32] = "qk_error_f32",
     [OCL_K_ERROR_F64] = "qk_error_f64",
+    [OCL_K_SEG_MINMAX32] = "qk_seg_minmax32",
+    [OCL_K_SEG_MINMAX64] = "qk_seg_minmax64",
+    [OCL_K_SEG_SELECT32] = "qk_seg_select32",
+    [OCL_K_SEG_SELECT64] = "qk_seg_select64",
+    [OCL_K_SEG_QUANT_F32_U8] = "qk_seg_quantize_f32_u8",
+    [OCL_K_SEG_QUANT_F32_I8] = "qk_seg_quantize_f32_i8",
+    [OCL_K_SEG_QUANT_F32_U16] = "qk_seg_quantize_f32_u16",
+    [OCL_K_SEG_QUANT_F32_I16] = "qk_seg_quantize_f32_i16",
+    [OCL_K_SEG_QUANT_F32_I32] = "qk_seg_quantize_f32_i32",
+    [OCL_K_SEG_QUANT_F64_U8] = "qk_seg_quantize_f64_u8",
+    [OCL_K_SEG_QUANT_F64_I8] = "qk_seg_quantize_f64_i8",
+    [OCL_K_SEG_QUANT_F64_U16] = "qk_seg_quantize_f64_u16",
+    [OCL_K_SEG_QUANT_F64_I16] = "qk_seg_quantize_f64_i16",
+    [OCL_K_SEG_QUANT_F64_I32] = "qk_seg_quantize_f64_i32",
+    [OCL_K_SEG_DEQUANT_U8] = "qk_seg_dequantize_u8",
+    [OCL_K_SEG_DEQUANT_I8] = "qk_seg_dequantize_i8",
+    [OCL_K_SEG_DEQUANT_U16] = "qk_seg_dequantize_u16",
+    [OCL_K_SEG_DEQUANT_I16] = "qk_seg_dequantize_i16",
+    [OCL_K_SEG_DEQUANT_I32] = "qk_seg_dequantize_i32",
+    [OCL_K_SEG_ERROR_F32] = "qk_seg_error_f32",
+    [OCL_K_SEG_ERROR_F64] = "qk_seg_error_f64",
+    [OCL_K_WIDEN] = "qk_widen",
 };
 
 /* Kernels that exist only with cl_khr_fp64. */
 static int needs_fp64(ocl_kernel_id id)
 {
     return (id >= OCL_K_QUANT_F64_U8 && id <= OCL_K_QUANT_F64_I32) || id == OCL_K_ERROR_F32 ||
-           id == OCL_K_ERROR_F64;
+           id == OCL_K_ERROR_F64 || (id >= OCL_K_SEG_QUANT_F64_U8 && id <= OCL_K_SEG_QUANT_F64_I32) ||
+           id == OCL_K_SEG_ERROR_F32 || id == OCL_K_SEG_ERROR_F64;
 }
 
 const char *ocl_kernel_name(ocl_kernel_id id)
