@@ -3,8 +3,9 @@
  * simulated device, on any machine, and compared with the CPU reference.
  *
  * This executable defines the CUDA runtime functions host/cuda calls and the
- * five kernel launchers of host/cuda/cuda_launch.h itself, so the linker takes
- * them from here rather than from libqkern.a / cudart_static. The simulated
+ * kernel launchers of host/cuda/cuda_launch.h itself (the per-tensor ones and
+ * the segmented ones of kernels/cuda/segment.cu), so the linker takes them
+ * from here rather than from libqkern.a / cudart_static. The simulated
  * runtime is deliberately lazy: copies, memsets and "kernels" are queued per
  * stream and run only when the host synchronizes on them (stream and event
  * waits are honoured), and freed memory is checked, so host code that touches
@@ -66,6 +67,7 @@ static sim_alloc *allocs;
 static size_t n_allocs, cap_allocs;
 static size_t device_capacity = (size_t)1 << 30, device_used;
 static int sim_pools = 1;
+static int sim_smem_optin = 232448; /* an H100's 227 KiB */
 static cudaError_t last_error = cudaSuccess;
 static int current_device = 0;
 
@@ -257,7 +259,9 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int device)
 
 cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int device)
 {
-    *value = attr == cudaDevAttrMemoryPoolsSupported ? sim_pools : 0;
+    *value = attr == cudaDevAttrMemoryPoolsSupported          ? sim_pools
+             : attr == cudaDevAttrMaxSharedMemoryPerBlockOptin ? sim_smem_optin
+                                                                : 0;
     return device == 0 ? cudaSuccess : fail_with(cudaErrorInvalidDevice);
 }
 
@@ -704,6 +708,321 @@ cudaError_t qk_cu_select_pass(cudaStream_t s, int sms, const qk_cu_pass *pass)
     return launch(s, pass_run, pass, sizeof *pass);
 }
 
+/* ---- the segmented launchers (kernels/cuda/segment.cu's contracts) ---- */
+
+static double value_unkey(int is_f64, uint64_t key)
+{
+    return is_f64 ? qk_unkey_f64(key) : (double)qk_unkey_f32((uint32_t)key);
+}
+
+/* cuda_ops.c's result record from the accumulated keys and counts */
+static void sim_minmax_record(const qk_cu_minmax_acc *a, qk_minmax_result *r)
+{
+    memset(r, 0, sizeof *r);
+    r->n_finite = (int64_t)a->n_finite;
+    r->nonfinite_count = (int64_t)a->nonfinite;
+    r->first_nonfinite = a->nonfinite ? (int64_t)a->first : -1;
+    if (a->n_finite) {
+        r->min = qk_unkey_f64(a->kmin);
+        r->max = qk_unkey_f64(a->kmax);
+        double x = r->min < 0 ? -r->min : r->min, y = r->max < 0 ? -r->max : r->max;
+        r->absmax = x > y ? x : y;
+    }
+}
+
+typedef struct seg_minmax_args {
+    int is_f64;
+    const void *x;
+    int64_t seg, nseg;
+    qk_cu_minmax_acc *acc;
+    qk_minmax_result *out;
+} seg_minmax_args;
+
+static unsigned long long sim_seg_launches;
+
+static void seg_minmax_run(void *p)
+{
+    seg_minmax_args *a = p;
+    dev_check(a->x, (size_t)(a->seg * a->nseg) * (a->is_f64 ? 8 : 4), "seg minmax x");
+    dev_check(a->acc, (size_t)a->nseg * sizeof *a->acc, "seg minmax acc");
+    dev_check(a->out, (size_t)a->nseg * sizeof *a->out, "seg minmax out");
+    for (int64_t b = 0; b < a->nseg; b++) {
+        qk_cu_minmax_acc acc = {~0ull, ~0ull, 0, 0, 0};
+        for (int64_t i = 0; i < a->seg; i++) {
+            double v = value_at(a->is_f64, a->x, b * a->seg + i);
+            if (!isfinite(v)) {
+                if (acc.nonfinite++ == 0) acc.first = (unsigned long long)i;
+                continue;
+            }
+            unsigned long long k = qk_key_f64(v);
+            if (k < acc.kmin) acc.kmin = k;
+            if (k > acc.kmax) acc.kmax = k;
+            acc.n_finite++;
+        }
+        a->acc[b] = acc; /* scratch: the host must not read it */
+        sim_minmax_record(&acc, &a->out[b]);
+    }
+}
+
+cudaError_t qk_cu_seg_minmax(cudaStream_t s, int sms, int is_f64, const void *x, int64_t seg, int64_t nseg,
+                             qk_cu_minmax_acc *acc, qk_minmax_result *out)
+{
+    (void)sms;
+    sim_seg_launches++;
+    if (nseg <= 0) return cudaSuccess;
+    seg_minmax_args a = {is_f64, x, seg, nseg, acc, out};
+    return launch(s, seg_minmax_run, &a, sizeof a);
+}
+
+/* The tiers' shared memory as the real kernels take it (cub's TempStorage
+ * sizes on sm_90, measured with nvcc 13.0), plus the count. */
+size_t qk_cu_seg_select_smem(int is_f64, int64_t seg)
+{
+    static const int64_t cap[] = {128, 512, 2048, 4096, 8192, 16384};
+    static const size_t b32[] = {4640, 4640, 9280, 18528, 33792, 67584}, b64[] = {4640, 4640, 16896, 33792, 67584, 0};
+    if (seg <= 32) return (is_f64 ? 8 : 4) * 32 * 8;
+    if (seg > (is_f64 ? QK_CU_SEG_SORT_CAP64 : QK_CU_SEG_SORT_CAP32)) return 0;
+    for (int t = 0; t < 6; t++) {
+        if (seg <= cap[t]) return (is_f64 ? b64[t] : b32[t]) + sizeof(int);
+    }
+    return 0;
+}
+
+typedef struct seg_select_args {
+    int is_f64;
+    const void *x;
+    int64_t seg, nseg;
+    unsigned flags;
+    const int64_t *ranks;
+    int64_t nranks;
+    double *values;
+    int64_t seg_base;
+    unsigned long long *bad;
+} seg_select_args;
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void seg_select_run(void *p)
+{
+    seg_select_args *a = p;
+    dev_check(a->x, (size_t)(a->seg * a->nseg) * (a->is_f64 ? 8 : 4), "seg select x");
+    dev_check(a->ranks, (size_t)(a->nseg * a->nranks) * 8, "seg select ranks");
+    dev_check(a->values, (size_t)(a->nseg * a->nranks) * 8, "seg select values");
+    dev_check(a->bad, 8, "seg select bad");
+    if (qk_cu_seg_select_smem(a->is_f64, a->seg) == 0) SIM_FAIL("seg select launched for %lld-element segments", (long long)a->seg);
+    uint64_t *keys = malloc((size_t)a->seg * sizeof *keys);
+    for (int64_t b = 0; b < a->nseg; b++) {
+        int64_t m = 0;
+        for (int64_t i = 0; i < a->seg; i++) {
+            int64_t e = b * a->seg + i;
+            if (a->is_f64) {
+                double v = ((const double *)a->x)[e];
+                if ((a->flags & QK_IGNORE_NONFINITE) && !isfinite(v)) continue;
+                keys[m++] = qk_key_f64((a->flags & QK_ABS) ? fabs(v) : v);
+            } else {
+                float v = ((const float *)a->x)[e];
+                if ((a->flags & QK_IGNORE_NONFINITE) && !isfinite(v)) continue;
+                keys[m++] = qk_key_f32((a->flags & QK_ABS) ? fabsf(v) : v);
+            }
+        }
+        qsort(keys, (size_t)m, sizeof *keys, cmp_u64);
+        for (int64_t j = 0; j < a->nranks; j++) {
+            int64_t r = a->ranks[b * a->nranks + j];
+            double v = 0.0;
+            if (r < 0 || r >= m) {
+                if ((unsigned long long)(a->seg_base + b) < *a->bad) *a->bad = (unsigned long long)(a->seg_base + b);
+            } else {
+                v = value_unkey(a->is_f64, keys[r]);
+            }
+            a->values[b * a->nranks + j] = v;
+        }
+    }
+    free(keys);
+}
+
+cudaError_t qk_cu_seg_select(cudaStream_t s, int is_f64, const void *x, int64_t seg, int64_t nseg, unsigned flags,
+                             const int64_t *ranks, int64_t nranks, double *values, int64_t seg_base,
+                             unsigned long long *bad)
+{
+    sim_seg_launches++;
+    if (nseg <= 0 || nranks <= 0) return cudaSuccess;
+    seg_select_args a = {is_f64, x, seg, nseg, flags & (QK_ABS | QK_IGNORE_NONFINITE), ranks, nranks, values, seg_base, bad};
+    return launch(s, seg_select_run, &a, sizeof a);
+}
+
+typedef struct seg_quant_args {
+    int dequant;
+    qk_dtype xt, ct;
+    const void *in;
+    void *out;
+    int64_t n, seg, off;
+    const qk_cu_qparam *params;
+} seg_quant_args;
+
+static void store_code(qk_dtype ct, void *codes, int64_t i, int32_t q)
+{
+    switch (ct) {
+    case QK_U8: ((uint8_t *)codes)[i] = (uint8_t)q; break;
+    case QK_I8: ((int8_t *)codes)[i] = (int8_t)q; break;
+    case QK_U16: ((uint16_t *)codes)[i] = (uint16_t)q; break;
+    case QK_I16: ((int16_t *)codes)[i] = (int16_t)q; break;
+    default: ((int32_t *)codes)[i] = q; break;
+    }
+}
+
+static int64_t code_at(qk_dtype dt, const void *c, int64_t i);
+
+static void seg_quant_run(void *p)
+{
+    seg_quant_args *a = p;
+    const int64_t nparams = (a->off + a->n - 1) / a->seg + 1;
+    dev_check(a->params, (size_t)nparams * sizeof *a->params, "seg quantize params");
+    if (a->dequant) {
+        dev_check(a->in, (size_t)a->n * qk_dtype_size(a->ct), "seg dequantize codes");
+        dev_check(a->out, (size_t)a->n * 4, "seg dequantize out");
+    } else {
+        dev_check(a->in, (size_t)a->n * qk_dtype_size(a->xt), "seg quantize x");
+        dev_check(a->out, (size_t)a->n * qk_dtype_size(a->ct), "seg quantize codes");
+    }
+    for (int64_t i = 0; i < a->n; i++) {
+        const qk_cu_qparam *q = &a->params[(a->off + i) / a->seg];
+        if (a->dequant) {
+            ((float *)a->out)[i] = qk_dequant(code_at(a->ct, a->in, i), q->scale, q->zero_point);
+        } else {
+            int32_t c = a->xt == QK_F32 ? qk_quant_f32(((const float *)a->in)[i], q->scale, q->zero_point, q->qmin, q->qmax)
+                                        : qk_quant_f64(((const double *)a->in)[i], q->scale, q->zero_point, q->qmin, q->qmax);
+            store_code(a->ct, a->out, i, c);
+        }
+    }
+}
+
+cudaError_t qk_cu_seg_quantize(cudaStream_t s, int sms, qk_dtype xt, const void *x, qk_dtype ct, void *codes,
+                               int64_t n, int64_t seg, int64_t off, const qk_cu_qparam *params)
+{
+    (void)sms;
+    sim_seg_launches++;
+    if (n <= 0) return cudaSuccess;
+    if (off < 0 || off >= seg) SIM_FAIL("seg quantize: offset %lld in %lld-element segments", (long long)off, (long long)seg);
+    seg_quant_args a = {0, xt, ct, x, codes, n, seg, off, params};
+    return launch(s, seg_quant_run, &a, sizeof a);
+}
+
+cudaError_t qk_cu_seg_dequantize(cudaStream_t s, int sms, qk_dtype ct, const void *codes, float *out, int64_t n,
+                                 int64_t seg, int64_t off, const qk_cu_qparam *params)
+{
+    (void)sms;
+    sim_seg_launches++;
+    if (n <= 0) return cudaSuccess;
+    if (off < 0 || off >= seg) SIM_FAIL("seg dequantize: offset %lld in %lld-element segments", (long long)off, (long long)seg);
+    seg_quant_args a = {1, QK_F32, ct, codes, out, n, seg, off, params};
+    return launch(s, seg_quant_run, &a, sizeof a);
+}
+
+typedef struct seg_error_args {
+    int is_f64;
+    const void *x;
+    int64_t seg, nseg;
+    const qk_cu_qparam *params;
+    int k;
+    const double *fences;
+    void *scratch;
+    qk_cu_seg_sums *sums;
+    qk_cu_seg_counts *counts;
+} seg_error_args;
+
+/* Per segment, the per-tensor launcher's structure: fixed blocks from the
+ * segment's first element, each summed on its own (error_run's order), the
+ * block sums added to +0 in block order. */
+static void seg_error_run(void *p)
+{
+    seg_error_args *a = p;
+    dev_check(a->x, (size_t)(a->seg * a->nseg) * (a->is_f64 ? 8 : 4), "seg error x");
+    dev_check(a->params, (size_t)(a->nseg * a->k) * sizeof *a->params, "seg error params");
+    dev_check(a->fences, (size_t)a->nseg * 16, "seg error fences");
+    dev_check(a->scratch, qk_cu_seg_error_scratch(a->seg, a->nseg, a->k), "seg error scratch");
+    dev_check(a->sums, (size_t)(a->nseg * a->k) * sizeof *a->sums, "seg error sums");
+    dev_check(a->counts, (size_t)a->nseg * sizeof *a->counts, "seg error counts");
+    for (int64_t b = 0; b < a->nseg; b++) {
+        const int64_t s0 = b * a->seg;
+        const double flo = a->fences[2 * b], fhi = a->fences[2 * b + 1];
+        qk_cu_seg_counts cnt = {0, 0, 0, -1};
+        for (int c = 0; c < a->k; c++) a->sums[b * a->k + c] = (qk_cu_seg_sums){0.0, 0.0, 0};
+        for (int64_t i0 = 0; i0 < a->seg; i0 += QK_CU_ERROR_BLOCK) {
+            int64_t i1 = i0 + QK_CU_ERROR_BLOCK < a->seg ? i0 + QK_CU_ERROR_BLOCK : a->seg;
+            for (int64_t i = i0; i < i1; i++) {
+                double v = value_at(a->is_f64, a->x, s0 + i);
+                if (!isfinite(v)) {
+                    if (cnt.nonfinite_count++ == 0) cnt.first_nonfinite = i;
+                    continue;
+                }
+                cnt.n_finite++;
+                cnt.n_inliers += v >= flo && v <= fhi;
+            }
+            for (int c = 0; c < a->k; c++) {
+                const qk_cu_qparam *q = &a->params[b * a->k + c];
+                qk_cu_seg_sums *r = &a->sums[b * a->k + c];
+                double sse = 0, ssi = 0;
+                for (int64_t i = i0; i < i1; i++) {
+                    double v = value_at(a->is_f64, a->x, s0 + i);
+                    if (!isfinite(v)) continue;
+                    int32_t code = a->is_f64 ? qk_quant_f64(v, q->scale, q->zero_point, q->qmin, q->qmax)
+                                             : qk_quant_f32((float)v, q->scale, q->zero_point, q->qmin, q->qmax);
+                    double e = v - (double)qk_dequant(code, q->scale, q->zero_point);
+                    sse += e * e;
+                    if (v >= flo && v <= fhi) ssi += e * e;
+                    r->clipped += v < q->clip_lo || v > q->clip_hi;
+                }
+                r->sse += sse;
+                r->sse_inliers += ssi;
+            }
+        }
+        a->counts[b] = cnt;
+    }
+}
+
+cudaError_t qk_cu_seg_error(cudaStream_t s, int sms, int is_f64, const void *x, int64_t seg, int64_t nseg,
+                            const qk_cu_qparam *params, int k, const double *fences, void *scratch,
+                            qk_cu_seg_sums *sums, qk_cu_seg_counts *counts)
+{
+    (void)sms;
+    sim_seg_launches++;
+    if (nseg <= 0 || k <= 0) return cudaSuccess;
+    seg_error_args a = {is_f64, x, seg, nseg, params, k, fences, scratch, sums, counts};
+    return launch(s, seg_error_run, &a, sizeof a);
+}
+
+typedef struct widen_args {
+    qk_dtype xt;
+    const uint16_t *x;
+    float *out;
+    int64_t n;
+} widen_args;
+
+static void widen_run(void *p)
+{
+    widen_args *a = p;
+    dev_check(a->x, (size_t)a->n * 2, "widen x");
+    dev_check(a->out, (size_t)a->n * 4, "widen out");
+    for (int64_t i = 0; i < a->n; i++) {
+        uint32_t bits = a->xt == QK_F16 ? qk_cu_half_bits(a->x[i]) : (uint32_t)a->x[i] << 16;
+        memcpy(&a->out[i], &bits, 4);
+    }
+}
+
+cudaError_t qk_cu_widen(cudaStream_t s, int sms, qk_dtype xt, const uint16_t *x, float *out, int64_t n)
+{
+    (void)sms;
+    sim_seg_launches++;
+    if (n <= 0) return cudaSuccess;
+    if (xt != QK_F16 && xt != QK_BF16) return fail_with(cudaErrorInvalidValue);
+    widen_args a = {xt, x, out, n};
+    return launch(s, widen_run, &a, sizeof a);
+}
+
 /* ==== the tests ================================================================================ */
 /* (Built with -DQK_SIM_NO_MAIN, the simulator above can be linked under any of
  * the backend tests instead: QKERN_TEST_BACKEND=cuda then runs them on it.) */
@@ -1077,6 +1396,634 @@ static void test_pass_count(void **state)
     no_sim_errors();
 }
 
+/* ==== the segmented members (host/backend.h's seg_* and widen) ================== */
+
+/* host data in a fresh device buffer, offset bytes in (unaligned on purpose) */
+static qk_tensor to_device(qk_context *c, qk_dtype dt, const void *data, int64_t n, int64_t offset, qk_buffer **buf)
+{
+    size_t bytes = (size_t)n * qk_dtype_size(dt);
+    assert_int_equal(qk_buffer_create(c, bytes + (size_t)offset, buf), QK_OK);
+    assert_int_equal(qk_buffer_write(c, *buf, (size_t)offset, data, bytes), QK_OK);
+    return qk_tensor_buffer(dt, *buf, offset, n);
+}
+
+/* segment b of t as a tensor of its own (what host/segments.c's fallback passes) */
+static qk_tensor seg_view(const qk_tensor *t, int64_t seg, int64_t b)
+{
+    qk_tensor v = *t;
+    v.n = seg;
+    if (v.host) v.host = (char *)v.host + (size_t)(b * seg) * qk_dtype_size(t->dtype);
+    else v.offset += b * seg * (int64_t)qk_dtype_size(t->dtype);
+    return v;
+}
+
+static const qk_backend_iface *ifc(qk_context *c)
+{
+    return c->backend->iface;
+}
+
+/* The segment sizes of the brief: one element, odd, a group, the warp/block
+ * boundary of the error pass, past it, and past a fixed error block. */
+typedef struct seg_case {
+    int64_t seg, nseg;
+} seg_case;
+static const seg_case seg_cases[] = {{1, 1000}, {7, 301}, {128, 200}, {4096, 12}, {4097, 9}, {70000, 7}};
+#define N_SEG_CASES (sizeof seg_cases / sizeof seg_cases[0])
+
+/* Test data, the hard cases in fixed segments: 1 a NaN and +Inf, 2 all -0,
+ * 3 -0/+0 alternating, 4 all NaN (when allowed, else one NaN), 5 -Inf and NaN,
+ * 6 denormals; the rest scaled and shifted per segment. */
+static double *seg_values(int64_t seg, int64_t nseg, int allnan, uint64_t seed)
+{
+    int64_t n = seg * nseg;
+    double *v = malloc((size_t)n * sizeof *v);
+    ref_rng r = {seed};
+    for (int64_t b = 0; b < nseg; b++) {
+        double scale = 1.0 + (double)(b % 7) * 3.0, shift = (double)(b % 3) - 1.0;
+        for (int64_t i = 0; i < seg; i++) {
+            double x = ref_laplace(&r) * 0.05 * scale + shift * 0.01;
+            if (ref_next(&r) % 997 == 0) x *= 300;
+            switch (b) {
+            case 2: x = -0.0; break;
+            case 3: x = (i & 1) ? 0.0 : -0.0; break;
+            case 4: x = allnan ? ((i & 1) ? -NAN : NAN) : (seg > 2 && i == seg / 3 ? NAN : x); break;
+            case 6: x = (double)((int)(ref_next(&r) % 201) - 100) * 1.401298464324817e-45; break;
+            default: break;
+            }
+            v[b * seg + i] = x;
+        }
+        if (!allnan && seg < 3 && (b == 1 || b == 5)) continue; /* keep a finite key */
+        if (b == 1) {
+            v[b * seg + (seg > 3 ? 3 : 0)] = NAN;
+            if (seg > 1) v[b * seg + seg - 1] = INFINITY;
+        }
+        if (b == 5) {
+            v[b * seg + seg / 2] = -INFINITY;
+            if (seg > 2) v[b * seg] = NAN;
+        }
+    }
+    return v;
+}
+
+/* the values as dtype (float32 or float64) */
+static void *as_dtype(const double *v, int64_t n, qk_dtype dt)
+{
+    void *p = malloc((size_t)n * qk_dtype_size(dt));
+    for (int64_t i = 0; i < n; i++) {
+        if (dt == QK_F32) ((float *)p)[i] = (float)v[i];
+        else ((double *)p)[i] = v[i];
+    }
+    return p;
+}
+
+static void expect_unsupported_quietly(qk_status st, const char *what)
+{
+    if (st != QK_ERR_UNSUPPORTED) fail_msg("%s: status %s, expected QK_ERR_UNSUPPORTED", what, qk_status_string(st));
+    if (qk_context_message(sim)[0]) fail_msg("%s: UNSUPPORTED with a message: %s", what, qk_context_message(sim));
+}
+
+static int same_minmax(const qk_minmax_result *a, const qk_minmax_result *b)
+{
+    return bits_eq(a->min, b->min) && bits_eq(a->max, b->max) && bits_eq(a->absmax, b->absmax) &&
+           a->n_finite == b->n_finite && a->nonfinite_count == b->nonfinite_count &&
+           a->first_nonfinite == b->first_nonfinite;
+}
+
+static void test_seg_minmax(void **state)
+{
+    static const qk_dtype dts[] = {QK_F32, QK_F64};
+    for (size_t ci = 0; ci < N_SEG_CASES; ci++) {
+        const int64_t seg = seg_cases[ci].seg, nseg = seg_cases[ci].nseg, n = seg * nseg;
+        double *v = seg_values(seg, nseg, 1, 11 + ci);
+        for (int d = 0; d < 2; d++) {
+            void *h = as_dtype(v, n, dts[d]);
+            qk_buffer *buf;
+            qk_tensor tx = to_device(sim, dts[d], h, n, (int64_t)qk_dtype_size(dts[d]), &buf);
+            qk_tensor th = qk_tensor_host(dts[d], h, n);
+            qk_minmax_result *got = malloc((size_t)nseg * sizeof *got);
+            memset(got, 0x5a, (size_t)nseg * sizeof *got);
+            qk_clear_error(sim);
+            assert_int_equal(ifc(sim)->seg_minmax(sim->backend, &tx, seg, got), QK_OK);
+            for (int64_t b = 0; b < nseg; b++) {
+                qk_tensor vd = seg_view(&tx, seg, b), vh = seg_view(&th, seg, b);
+                qk_minmax_result pt, ref;
+                assert_int_equal(ifc(sim)->minmax(sim->backend, &vd, &pt), QK_OK);
+                assert_int_equal(ifc(cpu)->minmax(cpu->backend, &vh, &ref), QK_OK);
+                if (!same_minmax(&got[b], &pt))
+                    fail_msg("seg %lld %s segment %lld: [%.17g, %.17g] |%.17g| %lld/%lld/%lld, per-tensor [%.17g, %.17g] "
+                             "|%.17g| %lld/%lld/%lld", (long long)seg, qk_dtype_name(dts[d]), (long long)b, got[b].min,
+                             got[b].max, got[b].absmax, (long long)got[b].n_finite, (long long)got[b].nonfinite_count,
+                             (long long)got[b].first_nonfinite, pt.min, pt.max, pt.absmax, (long long)pt.n_finite,
+                             (long long)pt.nonfinite_count, (long long)pt.first_nonfinite);
+                /* the CPU reference: the same bits, except absmax's sign for an all -0 segment
+                 * (cuda_ops.c keeps -0 there, the CPU's fmax gives +0): equal as numbers */
+                assert_true(bits_eq(got[b].min, ref.min) && bits_eq(got[b].max, ref.max));
+                assert_true(got[b].absmax == ref.absmax);
+                assert_int_equal(got[b].n_finite, ref.n_finite);
+                assert_int_equal(got[b].nonfinite_count, ref.nonfinite_count);
+                assert_int_equal(got[b].first_nonfinite, ref.first_nonfinite);
+            }
+            /* the hard cases are where they were put */
+            if (nseg > 4 && seg > 1) {
+                assert_int_equal(got[4].n_finite, 0);
+                assert_true(signbit(got[2].min) && signbit(got[2].max));
+                assert_true(signbit(got[3].min) && !signbit(got[3].max));
+            }
+            free(got);
+            qk_buffer_destroy(sim, buf);
+            free(h);
+        }
+        free(v);
+    }
+    no_sim_errors();
+}
+
+/* reference order statistics of one segment on the CPU (strictly ascending ranks there) */
+static void cpu_select_ranks(const qk_tensor *vh, unsigned flags, const int64_t *ranks, size_t nr, double *out)
+{
+    int64_t uniq[64];
+    double uv[64];
+    size_t nu = 0;
+    assert_true(nr <= 64);
+    for (size_t j = 0; j < nr; j++) {
+        if (nu == 0 || uniq[nu - 1] != ranks[j]) uniq[nu++] = ranks[j];
+    }
+    assert_int_equal(ifc(cpu)->select(cpu->backend, vh, flags, uniq, nu, uv), QK_OK);
+    for (size_t j = 0, u = 0; j < nr; j++) {
+        while (uniq[u] != ranks[j]) u++;
+        out[j] = uv[u];
+    }
+}
+
+/* keys of segment b: all its elements, or its finite ones */
+static int64_t seg_keys(const double *v, int64_t seg, int64_t b, unsigned flags)
+{
+    if (!(flags & QK_IGNORE_NONFINITE)) return seg;
+    int64_t m = 0;
+    for (int64_t i = 0; i < seg; i++) m += isfinite(v[b * seg + i]) != 0;
+    return m;
+}
+
+enum { SEL_NR = 6 };
+
+/* ranks of a segment with m keys: the ends, a repeat, the middle */
+static void seg_ranks(int64_t m, int64_t b, int64_t *r)
+{
+    r[0] = 0;
+    r[1] = m / 3;
+    r[2] = m / 3;
+    r[3] = m / 2;
+    r[4] = (m - 1) - (b % 2 ? 0 : (m > 4 ? 1 : 0));
+    r[5] = m - 1;
+}
+
+static void test_seg_select(void **state)
+{
+    static const qk_dtype dts[] = {QK_F32, QK_F64};
+    static const unsigned flag_sets[] = {0, QK_ABS, QK_IGNORE_NONFINITE, QK_IGNORE_NONFINITE | QK_ABS};
+    for (size_t ci = 0; ci < N_SEG_CASES; ci++) {
+        const int64_t seg = seg_cases[ci].seg, nseg = seg_cases[ci].nseg, n = seg * nseg;
+        /* every segment keeps a finite key (ranks must be below each key count) */
+        double *v = seg_values(seg, nseg, 0, 21 + ci);
+        for (int d = 0; d < 2; d++) {
+            void *h = as_dtype(v, n, dts[d]);
+            qk_buffer *buf;
+            qk_tensor tx = to_device(sim, dts[d], h, n, (int64_t)qk_dtype_size(dts[d]), &buf);
+            qk_tensor th = qk_tensor_host(dts[d], h, n);
+            const int64_t cap = dts[d] == QK_F64 ? QK_CU_SEG_SORT_CAP64 : QK_CU_SEG_SORT_CAP32;
+            int64_t *ranks = malloc((size_t)nseg * SEL_NR * sizeof *ranks);
+            double *got = malloc((size_t)nseg * SEL_NR * sizeof *got);
+            for (size_t f = 0; f < sizeof flag_sets / sizeof flag_sets[0]; f++) {
+                const unsigned flags = flag_sets[f];
+                for (int64_t b = 0; b < nseg; b++) {
+                    int64_t m = seg_keys(v, seg, b, flags);
+                    if (m == 0) fail_msg("test data: segment %lld has no key", (long long)b);
+                    seg_ranks(m, b, ranks + b * SEL_NR);
+                }
+                qk_clear_error(sim);
+                qk_status st = ifc(sim)->seg_select(sim->backend, &tx, seg, flags, ranks, SEL_NR, got);
+                if (seg > cap) {
+                    expect_unsupported_quietly(st, "seg_select past the cap");
+                    continue;
+                }
+                if (st != QK_OK) fail_msg("seg_select %lld: %s", (long long)seg, qk_context_message(sim));
+                for (int64_t b = 0; b < nseg; b++) {
+                    double want[SEL_NR];
+                    qk_tensor vh = seg_view(&th, seg, b);
+                    cpu_select_ranks(&vh, flags, ranks + b * SEL_NR, SEL_NR, want);
+                    for (int j = 0; j < SEL_NR; j++) {
+                        if (!bits_eq(got[b * SEL_NR + j], want[j]))
+                            fail_msg("seg %lld %s flags %u segment %lld rank %lld: %.17g, reference %.17g",
+                                     (long long)seg, qk_dtype_name(dts[d]), flags, (long long)b,
+                                     (long long)ranks[b * SEL_NR + j], got[b * SEL_NR + j], want[j]);
+                    }
+                }
+                /* -0 orders before +0: segment 3's smallest key is -0, its largest +0 */
+                if (nseg > 3 && !(flags & QK_ABS) && seg > 1) {
+                    assert_true(signbit(got[3 * SEL_NR]) && !signbit(got[3 * SEL_NR + 5]));
+                }
+            }
+            free(ranks);
+            free(got);
+            qk_buffer_destroy(sim, buf);
+            free(h);
+        }
+        free(v);
+    }
+    no_sim_errors();
+}
+
+/* A rank at or past a segment's key count is an error with a message. */
+static void test_seg_select_bad_rank(void **state)
+{
+    enum { SEG = 16, NSEG = 5 };
+    float x[SEG * NSEG];
+    ref_fill(x, SEG * NSEG, REF_NORMAL, 9);
+    x[2 * SEG + 5] = NAN; /* segment 2 has 15 finite keys */
+    qk_buffer *buf;
+    qk_tensor t = to_device(sim, QK_F32, x, SEG * NSEG, 0, &buf);
+    int64_t ranks[NSEG];
+    double vals[NSEG];
+    for (int b = 0; b < NSEG; b++) ranks[b] = 15;
+    assert_int_equal(ifc(sim)->seg_select(sim->backend, &t, SEG, 0, ranks, 1, vals), QK_OK);
+    assert_int_equal(ifc(sim)->seg_select(sim->backend, &t, SEG, QK_IGNORE_NONFINITE, ranks, 1, vals),
+                     QK_ERR_INVALID_ARG);
+    assert_non_null(strstr(qk_context_message(sim), "segment 2"));
+    qk_buffer_destroy(sim, buf);
+    no_sim_errors();
+}
+
+/* The sort's cap and the device's shared memory: past either, UNSUPPORTED
+ * without a message; the fallback does those. */
+static void test_seg_select_limits(void **state)
+{
+    const int64_t n = 2 * (QK_CU_SEG_SORT_CAP32 + 1);
+    float *x = malloc((size_t)n * 4);
+    ref_fill(x, n, REF_NORMAL, 10);
+    double *d = malloc((size_t)n * 8);
+    for (int64_t i = 0; i < n; i++) d[i] = x[i];
+    int64_t ranks[4] = {0, 5, 1, 2};
+    double vals[4];
+    qk_buffer *bf, *bd;
+    qk_tensor tf = to_device(sim, QK_F32, x, n, 0, &bf), td = to_device(sim, QK_F64, d, n, 0, &bd);
+    qk_clear_error(sim);
+    expect_unsupported_quietly(ifc(sim)->seg_select(sim->backend, &tf, QK_CU_SEG_SORT_CAP32 + 1, 0, ranks, 1, vals),
+                               "f32 past the cap");
+    tf.n = 2 * QK_CU_SEG_SORT_CAP32;
+    assert_int_equal(ifc(sim)->seg_select(sim->backend, &tf, QK_CU_SEG_SORT_CAP32, 0, ranks, 1, vals), QK_OK);
+    td.n = 2 * (QK_CU_SEG_SORT_CAP64 + 1);
+    expect_unsupported_quietly(ifc(sim)->seg_select(sim->backend, &td, QK_CU_SEG_SORT_CAP64 + 1, 0, ranks, 1, vals),
+                               "f64 past the cap");
+    td.n = 2 * QK_CU_SEG_SORT_CAP64;
+    assert_int_equal(ifc(sim)->seg_select(sim->backend, &td, QK_CU_SEG_SORT_CAP64, 0, ranks, 1, vals), QK_OK);
+    /* a host tensor is the fallback's too */
+    qk_tensor th = qk_tensor_host(QK_F32, x, 64);
+    expect_unsupported_quietly(ifc(sim)->seg_select(sim->backend, &th, 32, 0, ranks, 1, vals), "host tensor");
+    qk_buffer_destroy(sim, bf);
+    qk_buffer_destroy(sim, bd);
+
+    /* a device that allows only the default 48 KiB of shared memory per block */
+    sim_smem_optin = 48 * 1024;
+    qk_context *small = open_sim(NULL);
+    sim_smem_optin = 232448;
+    qk_tensor t1 = to_device(small, QK_F32, x, 2 * QK_CU_SEG_SORT_CAP32, 0, &bf);
+    qk_clear_error(small);
+    assert_int_equal(ifc(small)->seg_select(small->backend, &t1, QK_CU_SEG_SORT_CAP32, 0, ranks, 1, vals),
+                     QK_ERR_UNSUPPORTED);
+    assert_string_equal(qk_context_message(small), "");
+    assert_int_equal(ifc(small)->seg_select(small->backend, &t1, 8192, 0, ranks, 1, vals), QK_OK);
+    qk_buffer_destroy(small, bf);
+    qk_context_destroy(small);
+    free(x);
+    free(d);
+    no_sim_errors();
+}
+
+/* per-segment parameters for a code dtype, from each segment's finite range, shrunk by (1 - shrink) */
+static void seg_params(const double *v, int64_t seg, int64_t nseg, qk_dtype ct, double shrink, int variant,
+                       qk_qparams *out)
+{
+    for (int64_t b = 0; b < nseg; b++) {
+        double lo = INFINITY, hi = -INFINITY;
+        for (int64_t i = 0; i < seg; i++) {
+            double x = v[b * seg + i];
+            if (!isfinite(x)) continue;
+            lo = x < lo ? x : lo;
+            hi = x > hi ? x : hi;
+        }
+        if (!(lo <= hi)) lo = -1, hi = 1;
+        lo *= 1 - shrink;
+        hi *= 1 - shrink;
+        double c = fabs(lo) > fabs(hi) ? fabs(lo) : fabs(hi);
+        qk_status st;
+        switch (ct) {
+        case QK_U8: st = qk_qparams_from_range(cpu, QK_ASYMMETRIC, 8 - variant % 5, 0, variant & 1, lo, hi, &out[b]); break;
+        case QK_I8: st = qk_qparams_from_range(cpu, QK_SYMMETRIC, 8, (int)(b & 1), 0, -c, c, &out[b]); break;
+        case QK_U16: st = qk_qparams_from_range(cpu, QK_ASYMMETRIC, 16, 0, 0, lo, hi, &out[b]); break;
+        case QK_I16: st = qk_qparams_from_range(cpu, QK_SYMMETRIC, 12, 0, 0, -c, c, &out[b]); break;
+        default: st = qk_qparams_from_range(cpu, QK_SYMMETRIC, 16, 1, 0, -c, c, &out[b]); break;
+        }
+        assert_int_equal(st, QK_OK);
+    }
+}
+
+static void test_seg_quantize(void **state)
+{
+    static const qk_dtype xts[] = {QK_F32, QK_F64};
+    static const qk_dtype cts[] = {QK_U8, QK_I8, QK_U16, QK_I16, QK_I32};
+    for (size_t ci = 0; ci < N_SEG_CASES; ci++) {
+        const int64_t seg = seg_cases[ci].seg, nseg = seg_cases[ci].nseg, n = seg * nseg;
+        double *v = seg_values(seg, nseg, 1, 31 + ci);
+        for (int d = 0; d < 2; d++) {
+            void *h = as_dtype(v, n, xts[d]);
+            qk_buffer *bx, *bc, *bo;
+            qk_tensor tx = to_device(sim, xts[d], h, n, (int64_t)qk_dtype_size(xts[d]), &bx);
+            qk_tensor th = qk_tensor_host(xts[d], h, n);
+            assert_int_equal(qk_buffer_create(sim, (size_t)n * 4 + 4, &bc), QK_OK);
+            assert_int_equal(qk_buffer_create(sim, (size_t)n * 4 + 4, &bo), QK_OK);
+            void *codes = malloc((size_t)n * 4), *want = malloc((size_t)n * 4);
+            float *fo = malloc((size_t)n * 4), *fw = malloc((size_t)n * 4);
+            qk_qparams *qp = malloc((size_t)nseg * sizeof *qp);
+            for (size_t c = 0; c < sizeof cts / sizeof cts[0]; c++) {
+                const qk_dtype ct = cts[c];
+                const size_t ces = qk_dtype_size(ct);
+                seg_params(v, seg, nseg, ct, 0.1, (int)(c + ci), qp);
+                /* codes one element in: unaligned for the vector stores */
+                qk_tensor tc = qk_tensor_buffer(ct, bc, (int64_t)ces, n), to = qk_tensor_buffer(QK_F32, bo, 4, n);
+                assert_int_equal(ifc(sim)->seg_quantize(sim->backend, &tx, seg, qp, &tc), QK_OK);
+                assert_int_equal(qk_buffer_read(sim, bc, ces, codes, (size_t)n * ces), QK_OK);
+                qk_tensor wh = qk_tensor_host(ct, want, n);
+                for (int64_t b = 0; b < nseg; b++) {
+                    qk_tensor vx = seg_view(&th, seg, b), vc = seg_view(&wh, seg, b);
+                    assert_int_equal(ifc(cpu)->quantize(cpu->backend, &vx, &qp[b], &vc), QK_OK);
+                }
+                if (memcmp(codes, want, (size_t)n * ces))
+                    fail_msg("seg %lld: %s codes from %s differ", (long long)seg, qk_dtype_name(ct), qk_dtype_name(xts[d]));
+                assert_int_equal(ifc(sim)->seg_dequantize(sim->backend, &tc, seg, qp, &to), QK_OK);
+                assert_int_equal(qk_buffer_read(sim, bo, 4, fo, (size_t)n * 4), QK_OK);
+                qk_tensor fh = qk_tensor_host(QK_F32, fw, n);
+                for (int64_t b = 0; b < nseg; b++) {
+                    qk_tensor vc = seg_view(&wh, seg, b), vo = seg_view(&fh, seg, b);
+                    assert_int_equal(ifc(cpu)->dequantize(cpu->backend, &vc, &qp[b], &vo), QK_OK);
+                }
+                if (memcmp(fo, fw, (size_t)n * 4))
+                    fail_msg("seg %lld: dequantized %s differ", (long long)seg, qk_dtype_name(ct));
+            }
+            free(codes);
+            free(want);
+            free(fo);
+            free(fw);
+            free(qp);
+            qk_buffer_destroy(sim, bx);
+            qk_buffer_destroy(sim, bc);
+            qk_buffer_destroy(sim, bo);
+            free(h);
+        }
+        free(v);
+    }
+    no_sim_errors();
+}
+
+/* k candidates per segment and per-segment fences for values v */
+static void seg_error_inputs(const double *v, int64_t seg, int64_t nseg, size_t k, qk_qparams *qp, double *fences)
+{
+    static const qk_dtype cts[] = {QK_U8, QK_I8, QK_U16, QK_I16, QK_I32};
+    qk_qparams *one = malloc((size_t)nseg * sizeof *one);
+    for (size_t c = 0; c < k; c++) {
+        seg_params(v, seg, nseg, cts[c % 5], 0.07 * (double)c, (int)c, one);
+        for (int64_t b = 0; b < nseg; b++) qp[b * (int64_t)k + (int64_t)c] = one[b];
+    }
+    for (int64_t b = 0; b < nseg; b++) {
+        fences[2 * b] = -0.02 - 0.01 * (double)(b % 5);
+        fences[2 * b + 1] = 0.03 + 0.02 * (double)(b % 3);
+    }
+    free(one);
+}
+
+static void test_seg_error(void **state)
+{
+    static const qk_dtype dts[] = {QK_F32, QK_F64};
+    static const size_t ks[] = {1, 9};
+    for (size_t ci = 0; ci < N_SEG_CASES; ci++) {
+        const int64_t seg = seg_cases[ci].seg, nseg = seg_cases[ci].nseg, n = seg * nseg;
+        double *v = seg_values(seg, nseg, 1, 41 + ci);
+        for (int d = 0; d < 2; d++) {
+            void *h = as_dtype(v, n, dts[d]);
+            qk_buffer *buf;
+            qk_tensor tx = to_device(sim, dts[d], h, n, (int64_t)qk_dtype_size(dts[d]), &buf);
+            qk_tensor th = qk_tensor_host(dts[d], h, n);
+            for (size_t ki = 0; ki < 2; ki++) {
+                const size_t k = ks[ki];
+                qk_qparams *qp = malloc((size_t)nseg * k * sizeof *qp);
+                double *fences = malloc((size_t)nseg * 2 * sizeof *fences);
+                qk_error_sums *sums = malloc((size_t)nseg * k * sizeof *sums), pt[9], ref[9];
+                qk_error_counts *counts = malloc((size_t)nseg * sizeof *counts), pc, rc;
+                seg_error_inputs(v, seg, nseg, k, qp, fences);
+                memset(sums, 0x5a, (size_t)nseg * k * sizeof *sums);
+                qk_status st = ifc(sim)->seg_error(sim->backend, &tx, seg, qp, k, fences, sums, counts);
+                if (st != QK_OK) fail_msg("seg_error: %s", qk_context_message(sim));
+                for (int64_t b = 0; b < nseg; b++) {
+                    const qk_qparams *pb = qp + b * (int64_t)k;
+                    qk_tensor vd = seg_view(&tx, seg, b), vh = seg_view(&th, seg, b);
+                    /* the per-tensor CUDA member on the segment: the same bits */
+                    assert_int_equal(ifc(sim)->error(sim->backend, &vd, pb, k, fences[2 * b], fences[2 * b + 1], pt, &pc),
+                                     QK_OK);
+                    assert_int_equal(ifc(cpu)->error(cpu->backend, &vh, pb, k, fences[2 * b], fences[2 * b + 1], ref,
+                                                     &rc), QK_OK);
+                    const qk_error_counts *gc = &counts[b];
+                    assert_memory_equal(gc, &pc, sizeof pc);
+                    assert_memory_equal(gc, &rc, sizeof rc);
+                    for (size_t c = 0; c < k; c++) {
+                        const qk_error_sums *g = &sums[b * (int64_t)k + (int64_t)c];
+                        if (!bits_eq(g->sse, pt[c].sse) || !bits_eq(g->sse_inliers, pt[c].sse_inliers) ||
+                            g->clipped != pt[c].clipped)
+                            fail_msg("seg %lld %s k=%zu segment %lld set %zu: sse %.17g/%.17g clipped %lld, per-tensor "
+                                     "%.17g/%.17g %lld", (long long)seg, qk_dtype_name(dts[d]), k, (long long)b, c,
+                                     g->sse, g->sse_inliers, (long long)g->clipped, pt[c].sse, pt[c].sse_inliers,
+                                     (long long)pt[c].clipped);
+                        assert_int_equal(g->clipped, ref[c].clipped);
+                        if (!(fabs(g->sse - ref[c].sse) <= 1e-12 * ref[c].sse) ||
+                            !(fabs(g->sse_inliers - ref[c].sse_inliers) <= 1e-12 * ref[c].sse_inliers))
+                            fail_msg("seg %lld segment %lld set %zu: sse %.17g, CPU %.17g", (long long)seg, (long long)b,
+                                     c, g->sse, ref[c].sse);
+                    }
+                }
+                if (nseg > 5) { /* first_nonfinite is relative to the segment */
+                    assert_int_equal(counts[1].first_nonfinite, seg > 3 ? 3 : 0);
+                    assert_int_equal(counts[4].n_finite, 0);
+                    assert_int_equal(counts[0].first_nonfinite, -1);
+                }
+                free(qp);
+                free(fences);
+                free(sums);
+                free(counts);
+            }
+            /* k == 0: nothing counted, as the per-tensor member */
+            qk_error_counts *counts = malloc((size_t)nseg * sizeof *counts);
+            assert_int_equal(ifc(sim)->seg_error(sim->backend, &tx, seg, NULL, 0, NULL, NULL, counts), QK_OK);
+            for (int64_t b = 0; b < nseg; b++) {
+                assert_int_equal(counts[b].n_finite, 0);
+                assert_int_equal(counts[b].first_nonfinite, -1);
+            }
+            free(counts);
+            qk_buffer_destroy(sim, buf);
+            free(h);
+        }
+        free(v);
+    }
+    no_sim_errors();
+}
+
+/* Under a memory limit the calls take several batches (launches): the same
+ * bits as one batch. When not even one segment's scratch fits, UNSUPPORTED
+ * without a message. */
+static void test_seg_batches(void **state)
+{
+    qk_context *lim = open_sim("8M");
+    const int64_t n = (int64_t)1 << 20;
+    double *v = seg_values(128, n / 128, 0, 51);
+    float *x = as_dtype(v, n, QK_F32);
+    qk_buffer *bl, *bs;
+    qk_tensor tl = to_device(lim, QK_F32, x, n, 0, &bl), ts = to_device(sim, QK_F32, x, n, 0, &bs);
+
+    /* error pass, 9 sets: ~550 bytes a segment, a 1 MiB batch */
+    const int64_t seg = 128, nseg = n / seg;
+    const size_t k = 9;
+    qk_qparams *qp = malloc((size_t)nseg * k * sizeof *qp);
+    double *fences = malloc((size_t)nseg * 2 * sizeof *fences);
+    seg_error_inputs(v, seg, nseg, k, qp, fences);
+    qk_error_sums *s1 = malloc((size_t)nseg * k * sizeof *s1), *s2 = malloc((size_t)nseg * k * sizeof *s2);
+    qk_error_counts *c1 = malloc((size_t)nseg * sizeof *c1), *c2 = malloc((size_t)nseg * sizeof *c2);
+    sim_seg_launches = 0;
+    assert_int_equal(ifc(lim)->seg_error(lim->backend, &tl, seg, qp, k, fences, s1, c1), QK_OK);
+    assert_true(sim_seg_launches > 1);
+    sim_seg_launches = 0;
+    assert_int_equal(ifc(sim)->seg_error(sim->backend, &ts, seg, qp, k, fences, s2, c2), QK_OK);
+    assert_int_equal(sim_seg_launches, 1);
+    assert_memory_equal(s1, s2, (size_t)nseg * k * sizeof *s1);
+    assert_memory_equal(c1, c2, (size_t)nseg * sizeof *c1);
+
+    /* select, 60 ranks a segment */
+    enum { NR = 60 };
+    int64_t *ranks = malloc((size_t)nseg * NR * sizeof *ranks);
+    double *v1 = malloc((size_t)nseg * NR * sizeof *v1), *v2 = malloc((size_t)nseg * NR * sizeof *v2);
+    for (int64_t i = 0; i < nseg * NR; i++) ranks[i] = (i % NR) * 2;
+    sim_seg_launches = 0;
+    assert_int_equal(ifc(lim)->seg_select(lim->backend, &tl, seg, QK_ABS, ranks, NR, v1), QK_OK);
+    assert_true(sim_seg_launches > 1);
+    assert_int_equal(ifc(sim)->seg_select(sim->backend, &ts, seg, QK_ABS, ranks, NR, v2), QK_OK);
+    assert_memory_equal(v1, v2, (size_t)nseg * NR * sizeof *v1);
+
+    /* minmax and quantize of 4-element segments: 2^18 parameter sets */
+    const int64_t tiny = 4, ntiny = n / tiny;
+    qk_minmax_result *m1 = malloc((size_t)ntiny * sizeof *m1), *m2 = malloc((size_t)ntiny * sizeof *m2);
+    sim_seg_launches = 0;
+    assert_int_equal(ifc(lim)->seg_minmax(lim->backend, &tl, tiny, m1), QK_OK);
+    assert_true(sim_seg_launches > 1);
+    assert_int_equal(ifc(sim)->seg_minmax(sim->backend, &ts, tiny, m2), QK_OK);
+    assert_memory_equal(m1, m2, (size_t)ntiny * sizeof *m1);
+    qk_qparams *tp = malloc((size_t)ntiny * sizeof *tp);
+    seg_params(v, tiny, ntiny, QK_U8, 0.2, 0, tp);
+    uint8_t *q1 = malloc((size_t)n), *q2 = malloc((size_t)n);
+    qk_buffer *cl, *cs;
+    assert_int_equal(qk_buffer_create(lim, (size_t)n, &cl), QK_OK);
+    assert_int_equal(qk_buffer_create(sim, (size_t)n, &cs), QK_OK);
+    qk_tensor ql = qk_tensor_buffer(QK_U8, cl, 0, n), qs = qk_tensor_buffer(QK_U8, cs, 0, n);
+    sim_seg_launches = 0;
+    assert_int_equal(ifc(lim)->seg_quantize(lim->backend, &tl, tiny, tp, &ql), QK_OK);
+    assert_true(sim_seg_launches > 1);
+    assert_int_equal(ifc(sim)->seg_quantize(sim->backend, &ts, tiny, tp, &qs), QK_OK);
+    assert_int_equal(qk_buffer_read(lim, cl, 0, q1, (size_t)n), QK_OK);
+    assert_int_equal(qk_buffer_read(sim, cs, 0, q2, (size_t)n), QK_OK);
+    assert_memory_equal(q1, q2, (size_t)n);
+
+    /* 100000 sets a segment: one segment's scratch is past what the limit leaves */
+    const size_t kbig = 100000;
+    qk_qparams *big = malloc(kbig * 2 * sizeof *big);
+    for (size_t i = 0; i < kbig * 2; i++) big[i] = qp[i % k];
+    qk_error_sums *sb = malloc(kbig * 2 * sizeof *sb);
+    qk_error_counts cb[2];
+    qk_tensor two = tl;
+    two.n = 2 * seg;
+    qk_clear_error(lim);
+    assert_int_equal(ifc(lim)->seg_error(lim->backend, &two, seg, big, kbig, fences, sb, cb), QK_ERR_UNSUPPORTED);
+    assert_string_equal(qk_context_message(lim), "");
+
+    qk_buffer_destroy(lim, cl);
+    qk_buffer_destroy(sim, cs);
+    qk_buffer_destroy(lim, bl);
+    qk_buffer_destroy(sim, bs);
+    qk_context_destroy(lim);
+    free(big);
+    free(sb);
+    free(q1);
+    free(q2);
+    free(tp);
+    free(m1);
+    free(m2);
+    free(ranks);
+    free(v1);
+    free(v2);
+    free(qp);
+    free(fences);
+    free(s1);
+    free(s2);
+    free(c1);
+    free(c2);
+    free(x);
+    free(v);
+    no_sim_errors();
+}
+
+static float bf16_ref(uint16_t b)
+{
+    uint32_t bits = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* Every float16 and bfloat16 pattern widens to host/stage.c's float32 bits:
+ * NaN payloads, infinities, subnormals and -0 included. */
+static void test_widen(void **state)
+{
+    enum { N = 65536 };
+    uint16_t *h = malloc(N * sizeof *h);
+    float *got = malloc(N * sizeof *got);
+    for (int i = 0; i < N; i++) h[i] = (uint16_t)i;
+    static const qk_dtype dts[] = {QK_F16, QK_BF16};
+    for (int d = 0; d < 2; d++) {
+        for (int off = 0; off < 2; off++) { /* aligned, and one element in */
+            qk_buffer *bx, *bo;
+            qk_tensor tx = to_device(sim, dts[d], h, N, 2 * off, &bx);
+            assert_int_equal(qk_buffer_create(sim, N * 4 + 4, &bo), QK_OK);
+            qk_tensor to = qk_tensor_buffer(QK_F32, bo, 4 * off, N);
+            assert_int_equal(ifc(sim)->widen(sim->backend, &tx, &to), QK_OK);
+            assert_int_equal(qk_buffer_read(sim, bo, (size_t)(4 * off), got, N * 4), QK_OK);
+            for (int i = 0; i < N; i++) {
+                float want = dts[d] == QK_F16 ? qk_half_to_float(h[i]) : bf16_ref(h[i]);
+                if (memcmp(&got[i], &want, 4)) fail_msg("%s 0x%04x: %a, reference %a", qk_dtype_name(dts[d]), i, got[i], want);
+            }
+            qk_buffer_destroy(sim, bx);
+            qk_buffer_destroy(sim, bo);
+        }
+    }
+    /* the kernel's own bit function, on every half pattern */
+    for (int i = 0; i < N; i++) {
+        float want = qk_half_to_float((uint16_t)i);
+        uint32_t wb;
+        memcpy(&wb, &want, 4);
+        if (qk_cu_half_bits((uint32_t)i) != wb) fail_msg("qk_cu_half_bits(0x%04x)", i);
+    }
+    /* not F16/BF16 in, F32 out, on the device: the fallback's */
+    qk_tensor hx = qk_tensor_host(QK_F16, h, N), ho = qk_tensor_host(QK_F32, got, N);
+    qk_clear_error(sim);
+    expect_unsupported_quietly(ifc(sim)->widen(sim->backend, &hx, &ho), "widen of host tensors");
+    free(h);
+    free(got);
+    no_sim_errors();
+}
+
 int main(void)
 {
     qk_backend_info info;
@@ -1097,6 +2044,14 @@ int main(void)
         cmocka_unit_test(test_too_small_limit),
         cmocka_unit_test(test_wrap),
         cmocka_unit_test(test_pass_count),
+        cmocka_unit_test(test_seg_minmax),
+        cmocka_unit_test(test_seg_select),
+        cmocka_unit_test(test_seg_select_bad_rank),
+        cmocka_unit_test(test_seg_select_limits),
+        cmocka_unit_test(test_seg_quantize),
+        cmocka_unit_test(test_seg_error),
+        cmocka_unit_test(test_seg_batches),
+        cmocka_unit_test(test_widen),
     };
     return cmocka_run_group_tests_name("cuda_hostsim", tests, setup, teardown) ? 1 : 0;
 }

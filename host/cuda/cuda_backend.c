@@ -402,6 +402,71 @@ static qk_status cuda_error(qk_backend *be, const qk_tensor *x, const qk_qparams
     return st;
 }
 
+/* The segmented members: the same entry and exit. */
+static qk_status cuda_seg_minmax(qk_backend *be, const qk_tensor *x, int64_t seg, qk_minmax_result *out)
+{
+    int prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    st = qk_cu_op_seg_minmax(be, x, seg, out);
+    cu_leave(be, prev);
+    return st;
+}
+
+static qk_status cuda_seg_select(qk_backend *be, const qk_tensor *x, int64_t seg, unsigned flags,
+                                 const int64_t *ranks, size_t nranks, double *values)
+{
+    int prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    st = qk_cu_op_seg_select(be, x, seg, flags, ranks, nranks, values);
+    cu_leave(be, prev);
+    return st;
+}
+
+static qk_status cuda_seg_quantize(qk_backend *be, const qk_tensor *x, int64_t seg, const qk_qparams *params,
+                                   qk_tensor *codes)
+{
+    int prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    st = qk_cu_op_seg_quantize(be, x, seg, params, codes);
+    cu_leave(be, prev);
+    return st;
+}
+
+static qk_status cuda_seg_dequantize(qk_backend *be, const qk_tensor *codes, int64_t seg, const qk_qparams *params,
+                                     qk_tensor *out)
+{
+    int prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    st = qk_cu_op_seg_dequantize(be, codes, seg, params, out);
+    cu_leave(be, prev);
+    return st;
+}
+
+static qk_status cuda_seg_error(qk_backend *be, const qk_tensor *x, int64_t seg, const qk_qparams *params, size_t k,
+                                const double *fences, qk_error_sums *sums, qk_error_counts *counts)
+{
+    int prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    st = qk_cu_op_seg_error(be, x, seg, params, k, fences, sums, counts);
+    cu_leave(be, prev);
+    return st;
+}
+
+static qk_status cuda_widen(qk_backend *be, const qk_tensor *x, qk_tensor *out)
+{
+    int prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    st = qk_cu_op_widen(be, x, out);
+    cu_leave(be, prev);
+    return st;
+}
+
 static const qk_backend_iface cuda_iface = {
     .destroy = cuda_destroy,
     .device_info = cuda_device_info,
@@ -417,6 +482,12 @@ static const qk_backend_iface cuda_iface = {
     .error = cuda_error,
     .buffer_copy = cuda_buffer_copy,
     .native = cuda_native,
+    .seg_minmax = cuda_seg_minmax,
+    .seg_select = cuda_seg_select,
+    .seg_quantize = cuda_seg_quantize,
+    .seg_dequantize = cuda_seg_dequantize,
+    .seg_error = cuda_seg_error,
+    .widen = cuda_widen,
 };
 
 qk_status qk_cuda_backend_create(qk_context *ctx, int device, qk_backend **out)
@@ -464,6 +535,13 @@ qk_status qk_cuda_backend_create(qk_context *ctx, int device, qk_backend **out)
         pools = 0;
     }
     cu->pools = pools != 0;
+    /* the segmented sort's tiers above 48 KiB of shared memory need the opt-in */
+    int optin = 0;
+    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+        (void)cudaGetLastError();
+        optin = 0;
+    }
+    cu->smem_optin = optin > 48 * 1024 ? optin : 48 * 1024;
     /* non-blocking: no implicit ordering with the caller's legacy default stream */
     CU_CHECK(be, st, cudaStreamCreateWithFlags(&cu->compute, cudaStreamNonBlocking));
     CU_CHECK(be, st, cudaStreamCreateWithFlags(&cu->h2d, cudaStreamNonBlocking));

@@ -22,6 +22,7 @@ typedef struct cu_state {
     int device;
     int sms;              /* multiprocessors */
     int pools;            /* stream-ordered allocation (cudaMallocAsync) supported */
+    int smem_optin;       /* shared memory bytes a block may opt in to (seg_select's sort) */
     qk_device_info info;
     cudaStream_t compute; /* every kernel, in order */
     cudaStream_t h2d;     /* host -> device staging copies */
@@ -105,7 +106,7 @@ void cu_host_free(void *p, int pageable);
 /* Wait for all three streams (errors of the wait are reported). */
 qk_status cu_sync(qk_backend *be);
 
-/* The operations (cuda_ops.c, cuda_select.c). */
+/* The per-tensor operations (cuda_ops.c, cuda_select.c). */
 qk_status qk_cu_op_minmax(qk_backend *be, const qk_tensor *x, qk_minmax_result *out);
 qk_status qk_cu_op_select(qk_backend *be, const qk_tensor *x, unsigned flags, const int64_t *ranks, size_t nranks,
                           double *values);
@@ -113,6 +114,19 @@ qk_status qk_cu_op_quantize(qk_backend *be, const qk_tensor *x, const qk_qparams
 qk_status qk_cu_op_dequantize(qk_backend *be, const qk_tensor *codes, const qk_qparams *params, qk_tensor *out);
 qk_status qk_cu_op_error(qk_backend *be, const qk_tensor *x, const qk_qparams *params, size_t k, double fence_lo,
                          double fence_hi, qk_error_sums *sums, qk_error_counts *counts);
+
+/* The segmented operations and widen (cuda_segment.c): QK_ERR_UNSUPPORTED,
+ * with no message, for a call they cannot do in one go. */
+qk_status qk_cu_op_seg_minmax(qk_backend *be, const qk_tensor *x, int64_t seg, qk_minmax_result *out);
+qk_status qk_cu_op_seg_select(qk_backend *be, const qk_tensor *x, int64_t seg, unsigned flags, const int64_t *ranks,
+                              size_t nranks, double *values);
+qk_status qk_cu_op_seg_quantize(qk_backend *be, const qk_tensor *x, int64_t seg, const qk_qparams *params,
+                                qk_tensor *codes);
+qk_status qk_cu_op_seg_dequantize(qk_backend *be, const qk_tensor *codes, int64_t seg, const qk_qparams *params,
+                                  qk_tensor *out);
+qk_status qk_cu_op_seg_error(qk_backend *be, const qk_tensor *x, int64_t seg, const qk_qparams *params, size_t k,
+                             const double *fences, qk_error_sums *sums, qk_error_counts *counts);
+qk_status qk_cu_op_widen(qk_backend *be, const qk_tensor *x, qk_tensor *out);
 
 
 #endif
