@@ -2,6 +2,7 @@
  * scratch set up here, the data walked by cu_for_chunks, kernels launched
  * through kernels/cuda's launchers. */
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include "cuda_internal.h"
@@ -56,8 +57,7 @@ qk_status qk_cu_op_minmax(qk_backend *be, const qk_tensor *x, qk_minmax_result *
     if (h->n_finite) {
         out->min = unkey_f64(h->kmin);
         out->max = unkey_f64(h->kmax);
-        double a = out->min < 0 ? -out->min : out->min, b = out->max < 0 ? -out->max : out->max;
-        out->absmax = a > b ? a : b;
+        out->absmax = fmax(fabs(out->min), fabs(out->max)); /* +0, never -0, as the CPU reference */
     }
 done:
     return st;

@@ -101,8 +101,7 @@ __device__ __forceinline__ void minmax_result(unsigned long long kmin, unsigned 
     if (fin) {
         o.min = unkey64(kmin);
         o.max = unkey64(kmax);
-        const double a = o.min < 0 ? -o.min : o.min, b = o.max < 0 ? -o.max : o.max;
-        o.absmax = a > b ? a : b;
+        o.absmax = fmax(fabs(o.min), fabs(o.max)); /* +0, never -0, as the CPU reference */
     }
     *r = o;
 }
