@@ -21,6 +21,7 @@
 #include "model_format.h"
 #include "model_io.h"
 #include "options.h"
+#include "prefetch.h"
 #include "progress.h"
 #include "qkern.h"
 #include "report.h"
@@ -41,6 +42,10 @@ void cmd_dequantize_model_usage(void)
           "\n"
           "The output is written to a temporary file beside OUT (.OUT.tmp.XXXXXX) and\n"
           "renamed into place, so a failure never leaves a partial OUT.\n"
+          "\n"
+          "While one tensor is restored, a second thread reads the next ones' codes from\n"
+          "disk (at most 2 tensors or 1 GiB ahead); QKERN_PREFETCH=0 in the environment\n"
+          "turns that off.\n"
           "\n"
           "Options:\n"
           "  -o, --output OUT       where to write the restored model (required)\n"
@@ -96,6 +101,7 @@ typedef struct dm_run {
     size_t n_entries;
     restore *rs;
     unsigned char *role; /* per file tensor: 0 copied, 1 codes, 2 scale or zero point */
+    prefetcher *pf;      /* reads the next codes while a tensor is restored; may be NULL */
     cli_progress prog;
 } dm_run;
 
@@ -381,6 +387,20 @@ static int report(const dm_run *r, uint64_t bytes_in, uint64_t bytes_out)
     return rc;
 }
 
+/* The codes, in the order the loop restores them (the scales and zero points
+ * were read already, by check_params). */
+static prefetcher *start_prefetch(const dm_run *r)
+{
+    prefetch_range *ranges = malloc((r->n_entries ? r->n_entries : 1) * sizeof *ranges);
+    if (!ranges)
+        return NULL; /* no read-ahead, no harm */
+    for (size_t i = 0; i < r->n_entries; i++)
+        ranges[i] = (prefetch_range){r->rs[i].codes->data, r->rs[i].codes->nbytes};
+    prefetcher *p = prefetch_start(ranges, r->n_entries);
+    free(ranges);
+    return p;
+}
+
 static int run_model(dm_run *r)
 {
     const dm_args *a = r->a;
@@ -408,12 +428,16 @@ static int run_model(dm_run *r)
         total += (uint64_t)r->rs[i].codes->nbytes;
     cli_progress_start(&r->prog, "tensors", r->n_entries, total);
     cli_progress_update(&r->prog, 0, 0, 1);
+    r->pf = start_prefetch(r);
     for (size_t i = 0; i < r->n_entries; i++) {
+        prefetch_advance(r->pf, i);
         if ((rc = restore_one(r, &r->rs[i])) != 0)
             return rc;
         done += r->rs[i].codes->nbytes;
         cli_progress_update(&r->prog, i + 1, done, i + 1 == r->n_entries);
     }
+    prefetch_stop(r->pf); /* done: it has nothing left to read ahead of */
+    r->pf = NULL;
     uint64_t bytes_out = 0;
     if ((rc = write_output(r, &bytes_out)) != 0)
         return rc;
@@ -432,6 +456,7 @@ int cmd_dequantize_model(int argc, char **argv)
     memset(&r, 0, sizeof r);
     r.a = &a;
     rc = run_model(&r);
+    prefetch_stop(r.pf); /* still running when a tensor failed */
     cli_progress_clear(&r.prog);
     for (size_t i = 0; r.rs && i < r.n_entries; i++)
         qk_big_free(r.rs[i].out, r.rs[i].out_bytes);

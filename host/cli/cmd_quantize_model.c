@@ -27,6 +27,7 @@
 #include "model_format.h"
 #include "model_io.h"
 #include "options.h"
+#include "prefetch.h"
 #include "progress.h"
 #include "qkern.h"
 #include "report.h"
@@ -68,6 +69,10 @@ void cmd_quantize_model_usage(void)
           "renamed into place, so a failure never leaves a partial OUT and an existing OUT\n"
           "stays untouched. Interrupts (Ctrl-C, SIGTERM) that arrive while the file is\n"
           "being written take effect once it is complete.\n"
+          "\n"
+          "While one tensor is quantized, a second thread reads the next ones from disk\n"
+          "(at most 2 tensors or 1 GiB ahead); QKERN_PREFETCH=0 in the environment turns\n"
+          "that off.\n"
           "\n"
           "Options:\n"
           "  -o, --output OUT       where to write the quantized model (required)\n"
@@ -270,6 +275,7 @@ typedef struct run {
     qk_context *ctx;
     job *jobs;
     size_t n_jobs;
+    prefetcher *pf;           /* reads the next tensors while one is quantized; may be NULL */
     cli_progress prog;
     char calib_text[128];
     char gran_text[32];
@@ -736,6 +742,20 @@ static void report_text(const run *r, const totals *tot)
 
 /* ---- the command ------------------------------------------------------------------------ */
 
+/* Every tensor, kept ones too (the writer copies them from the mapping), in
+ * the order the loop visits them: file order. */
+static prefetcher *start_prefetch(const run *r)
+{
+    prefetch_range *ranges = malloc((r->n_jobs ? r->n_jobs : 1) * sizeof *ranges);
+    if (!ranges)
+        return NULL; /* no read-ahead, no harm */
+    for (size_t i = 0; i < r->n_jobs; i++)
+        ranges[i] = (prefetch_range){r->jobs[i].t->data, r->jobs[i].t->nbytes};
+    prefetcher *p = prefetch_start(ranges, r->n_jobs);
+    free(ranges);
+    return p;
+}
+
 static int run_model(run *r)
 {
     const qm_args *a = r->a;
@@ -762,8 +782,10 @@ static int run_model(run *r)
     cli_progress_update(&r->prog, 0, 0, 1);
     totals tot;
     memset(&tot, 0, sizeof tot);
+    r->pf = start_prefetch(r);
     for (size_t i = 0; i < r->n_jobs; i++) {
         job *j = &r->jobs[i];
+        prefetch_advance(r->pf, i);
         if (j->quantize) {
             if ((rc = quantize_one(r, j)) != 0)
                 return rc;
@@ -778,6 +800,8 @@ static int run_model(run *r)
         done_bytes += j->t->nbytes;
         cli_progress_update(&r->prog, i + 1, done_bytes, i + 1 == r->n_jobs);
     }
+    prefetch_stop(r->pf); /* done: it has nothing left to read ahead of */
+    r->pf = NULL;
     if ((rc = write_output(r, &tot.bytes_out)) != 0)
         return rc;
     tot.bytes_in = model_file_size(a->input);
@@ -804,6 +828,7 @@ int cmd_quantize_model(int argc, char **argv)
         qm_granularity_describe(a.granularity, a.axis, a.group, r.gran_text, sizeof r.gran_text);
         describe_rule(&r);
         rc = run_model(&r);
+        prefetch_stop(r.pf); /* still running when a tensor failed */
         cli_progress_clear(&r.prog);
         free_jobs(&r);
         if (r.ctx)
