@@ -978,6 +978,98 @@ def progress_bar_on_a_terminal():
     assert b"\x1b" not in out, "the report on stdout has no terminal codes"
 
 
+# ---- the generated Laplace model (scripts/gen-laplace-model.py) -----------------------------------
+
+GEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "gen-laplace-model.py")
+LAPLACE_SCALE = 0.02
+
+
+def gen_model(path, *args):
+    p = subprocess.run([sys.executable, GEN, path] + list(args), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, f"gen-laplace-model {args}: exit {p.returncode}\n{p.stderr[-3000:]}"
+    return p.stdout
+
+
+def check_laplace_shape(path, dtype):
+    """Matrices: Laplace(0, b) bulk (median |x| = b ln 2, mean |x| = b) and 2..8 outliers
+    of magnitude 1..4 each; 1-D tensors: norm weights near 1, biases near 0."""
+    meta, t, _ = read_st(path)
+    assert meta["dtype"] == {F32: "float32", BF16: "bfloat16", F16: "float16"}[dtype], meta
+    bulk = []
+    for name, entry in t.items():
+        assert entry[0] == dtype, (name, entry[0])
+        x = compute_view(as_array(entry), dtype).astype(np.float64)
+        big = np.abs(x) >= 1.0
+        if name.endswith("norm.weight"):
+            assert abs(np.median(x) - 1.0) < 0.01, name
+            continue
+        if x.ndim == 2:
+            assert 2 <= big.sum() <= 8 and np.abs(x).max() <= 4.0, (name, big.sum(), np.abs(x).max())
+        bulk.append(x[~big])
+    a = np.abs(np.concatenate(bulk))
+    med, mean = float(np.median(a)), float(a.mean())
+    assert math.isclose(med, LAPLACE_SCALE * math.log(2), rel_tol=0.01), (med, LAPLACE_SCALE * math.log(2))
+    assert math.isclose(mean, LAPLACE_SCALE, rel_tol=0.01), (mean, LAPLACE_SCALE)
+    return a.size
+
+
+@test
+def generated_laplace_model_round_trips():
+    d = tmpdir()
+    for dtype, name in ((F32, "float32"), (BF16, "bfloat16")):
+        src = os.path.join(d, f"laplace-{name}.safetensors")
+        gen_model(src, "--size-gib", "0.02", "--dtype", name, "--seed", "7")
+        size = os.path.getsize(src)
+        assert abs(size - 0.02 * 2**30) < 0.001 * 2**30, size
+        check_laplace_shape(src, dtype)
+        _, t, _ = read_st(src)
+        want = {k for k, (_, sh, _) in t.items() if len(sh) >= 2}
+        assert any(k.startswith("embed") for k in want) and len(want) > 6 * 4, sorted(want)
+        qp, dp = os.path.join(d, "q.safetensors"), os.path.join(d, "d.safetensors")
+        rep = expect_json(["quantize-model", src, "-o", qp, "--granularity", "channel:0", "--bits", "8",
+                           "--scheme", "symmetric"])
+        ref = check_quantized(src, qp, rep, 8, "symmetric", "channel:0", expect_quantized=want)
+        drep = expect_json(["dequantize-model", qp, "-o", dp])
+        assert drep["totals"]["tensors_dequantized"] == len(want), drep["totals"]
+        check_dequantized(src, dp, ref)  # 1-D tensors byte for byte, the rest by the formula
+        # The same without the read-ahead thread: the same bytes.
+        q0 = os.path.join(d, "q0.safetensors")
+        expect(["quantize-model", src, "-o", q0, "--granularity", "channel:0", "--bits", "8",
+                "--scheme", "symmetric"], 0, env=dict(os.environ, QKERN_PREFETCH="0"))
+        with open(qp, "rb") as f1, open(q0, "rb") as f2:
+            assert f1.read() == f2.read(), "QKERN_PREFETCH=0 changed the output"
+        for f in (src, qp, dp, q0):
+            os.unlink(f)
+    assert listing(d) == [], listing(d)
+
+
+@test
+def generator_is_reproducible_cached_and_atomic():
+    d = tmpdir()
+    a, b = os.path.join(d, "a.safetensors"), os.path.join(d, "b.safetensors")
+    gen_model(a, "--size-gib", "0.002", "--dtype", "float16", "--seed", "3")
+    gen_model(b, "--size-gib", "0.002", "--dtype", "float16", "--seed", "3")
+    with open(a, "rb") as f1, open(b, "rb") as f2:
+        assert f1.read() == f2.read(), "the same seed gave different files"
+    check_laplace_shape(a, F16)
+    mtime = os.stat(a).st_mtime_ns
+    assert "reused" in gen_model(a, "--size-gib", "0.002", "--dtype", "float16", "--seed", "3", "--reuse")
+    assert os.stat(a).st_mtime_ns == mtime
+    assert "reused" not in gen_model(a, "--size-gib", "0.002", "--dtype", "float16", "--seed", "4", "--reuse")
+    # SIGTERM once the temporary exists: it is removed and no output appears.
+    out = os.path.join(d, "big.safetensors")
+    p = subprocess.Popen([sys.executable, GEN, out, "--size-gib", "1"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not [f for f in listing(d) if f.startswith(".big.safetensors.tmp.")] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "nothing written" in err, (p.returncode, err)
+    assert listing(d) == ["a.safetensors", "b.safetensors"], listing(d)
+
+
 # ---- the real model ---------------------------------------------------------------------------------
 
 @test
