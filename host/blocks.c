@@ -157,6 +157,26 @@ qk_status qk_block_calib_result_release(qk_block_calib_result *res)
     return QK_OK;
 }
 
+/* Quantize (or dequantize) an input already staged for the segmented
+ * members into out: through a device buffer when the input is on the device
+ * and out is host memory that fits beside it, so the members see device
+ * tensors only. */
+static qk_status seg_into(qk_context *ctx, const qk_tensor *in, int64_t seg, const qk_qparams *params,
+                          qk_tensor *out, int quantize)
+{
+    uint64_t out_bytes = (uint64_t)out->n * qk_dtype_size(out->dtype);
+    qk_tensor dev = *out;
+    qk_buffer *buf = NULL;
+    qk_status st = QK_OK;
+    if (!in->host && out->host && qk_device_room(ctx, out_bytes)) st = qk_device_copy(ctx, out, 0, &dev, &buf);
+    if (st == QK_OK) {
+        st = quantize ? qk_seg_quantize(ctx, in, seg, params, &dev) : qk_seg_dequantize(ctx, in, seg, params, &dev);
+    }
+    if (st == QK_OK && buf) st = qk_buffer_read(ctx, buf, 0, out->host, (size_t)out_bytes);
+    qk_buffer_destroy(ctx, buf);
+    return st;
+}
+
 /* Blocks per piece of a device pass: as many as fit the device budget at
  * bytes_per_elem each (so a tensor larger than the device goes in pieces), at
  * least 1, at most max. Without a budget (CPU backend, data already on the
@@ -187,16 +207,18 @@ static qk_tensor sub_tensor(const qk_tensor *t, int64_t first, int64_t n)
 }
 
 /* Calibrate the blocks of a block-ordered tensor in batches: each batch holds
- * near 2^19 candidate rows at most and fits the device, where it is staged. */
+ * near 2^19 candidate rows at most and fits the device, where it is staged.
+ * With codes (block-ordered too), each batch is also quantized while staged. */
 static qk_status calibrate_batches(qk_context *ctx, const qk_tensor *x, const qk_layout *layout, const geometry *g,
-                                   const qk_calib_options *opts, qk_block_calib_result *out)
+                                   const qk_calib_options *opts, qk_block_calib_result *out, qk_tensor *codes)
 {
     double *p = NULL;
     size_t k = 0;
     qk_status st = qk_calib_plan(ctx, opts, &p, &k);
     if (st != QK_OK) return st;
     int64_t seg = g->run * g->runs, nb = (int64_t)(((size_t)1 << 19) / k);
-    nb = device_blocks(ctx, x, seg, staged_bytes(x->dtype), nb < 1 ? 1 : nb > g->count ? g->count : nb);
+    uint64_t per_elem = staged_bytes(x->dtype) + (codes ? qk_dtype_size(codes->dtype) : 0);
+    nb = device_blocks(ctx, x, seg, per_elem, nb < 1 ? 1 : nb > g->count ? g->count : nb);
     qk_candidate *cand = malloc((size_t)nb * k * sizeof *cand);
     qk_seg_calib *res = malloc((size_t)nb * sizeof *res);
     if (!cand || !res) st = qk_set_error(ctx, QK_ERR_NO_MEMORY, "no memory for %lld blocks", (long long)nb);
@@ -204,20 +226,22 @@ static qk_status calibrate_batches(qk_context *ctx, const qk_tensor *x, const qk
     for (int64_t b0 = 0; st == QK_OK && b0 < g->count; b0 += nb) {
         int64_t m = g->count - b0 < nb ? g->count - b0 : nb, failed = -1;
         qk_tensor v = sub_tensor(x, b0 * seg, m * seg);
+        uint64_t code_bytes = codes && codes->host ? (uint64_t)v.n * qk_dtype_size(codes->dtype) : 0;
         qk_staged sx;
-        st = qk_stage_float_device(ctx, &v, "qk_calibrate_blocks: x", 0, &sx);
+        st = qk_stage_float_device(ctx, &v, "qk_calibrate_blocks: x", code_bytes, &sx);
         if (st == QK_OK) st = qk_calibrate_segments(ctx, &sx.t, seg, sx.interp, opts, p, k, cand, res, &failed);
-        qk_staged_release(&sx);
-        if (st != QK_OK) {
-            if (failed >= 0) st = block_error(ctx, st, layout, b0 + failed);
-            break;
-        }
-        for (int64_t i = 0; i < m; i++) {
+        for (int64_t i = 0; st == QK_OK && i < m; i++) {
             out->params[b0 + i] = res[i].params;
             out->chosen[b0 + i] = cand[(size_t)i * k + res[i].best];
             out->n += res[i].n;
             sse += out->chosen[b0 + i].mse * (double)res[i].n;
         }
+        if (st == QK_OK && codes) {
+            qk_tensor vc = sub_tensor(codes, b0 * seg, m * seg);
+            st = seg_into(ctx, &sx.t, seg, out->params + b0, &vc, 1);
+        }
+        qk_staged_release(&sx);
+        if (st != QK_OK && failed >= 0) st = block_error(ctx, st, layout, b0 + failed);
     }
     out->mse = st == QK_OK ? sse / (double)out->n : 0.0;
     free(p);
@@ -226,38 +250,69 @@ static qk_status calibrate_batches(qk_context *ctx, const qk_tensor *x, const qk
     return st;
 }
 
-qk_status qk_calibrate_blocks(qk_context *ctx, const qk_tensor *x, const qk_layout *layout,
-                              const qk_calib_options *opts, qk_block_calib_result *out)
+static qk_status calibrate_blocks(qk_context *ctx, const qk_tensor *x, const qk_layout *layout,
+                                  const qk_calib_options *opts, qk_block_calib_result *out, qk_tensor *codes,
+                                  const char *fn)
 {
-    if (!ctx) return QK_ERR_INVALID_ARG;
-    qk_clear_error(ctx);
-    if (!opts || !out) return qk_set_error(ctx, QK_ERR_INVALID_ARG, "qk_calibrate_blocks: opts or out is NULL");
+    if (!opts || !out) return qk_set_error(ctx, QK_ERR_INVALID_ARG, "%s: opts or out is NULL", fn);
     memset(out, 0, sizeof *out);
-    qk_status st = qk_check_tensor(ctx, x, "qk_calibrate_blocks: x");
+    qk_status st = qk_check_tensor(ctx, x, fn);
     geometry g;
     if (st == QK_OK) st = layout_geometry(ctx, layout, x->n, &g);
     if (st != QK_OK) return st;
     if (!qk_dtype_is_float(x->dtype)) {
-        return qk_set_error(ctx, QK_ERR_UNSUPPORTED, "qk_calibrate_blocks: x: dtype %s is not a float input "
-                            "(float32, float64, float16, bfloat16)", qk_dtype_name(x->dtype));
+        return qk_set_error(ctx, QK_ERR_UNSUPPORTED, "%s: x: dtype %s is not a float input (float32, float64, "
+                            "float16, bfloat16)", fn, qk_dtype_name(x->dtype));
     }
-    void *copy;
-    qk_tensor ordered;
+    if (codes) {
+        int32_t qmin, qmax;
+        if ((st = qk_check_tensor(ctx, codes, fn)) != QK_OK) return st;
+        if (codes->n != x->n) {
+            return qk_set_error(ctx, QK_ERR_INVALID_ARG, "%s: codes has %lld elements, x has %lld", fn,
+                                (long long)codes->n, (long long)x->n);
+        }
+        if (qk_code_range(opts->scheme, opts->bits, opts->narrow_range, &qmin, &qmax) == QK_OK &&
+            (!qk_dtype_is_code(codes->dtype) || !qk_code_fits(codes->dtype, qmin, qmax))) {
+            return qk_set_error(ctx, QK_ERR_INVALID_ARG, "%s: codes dtype %s cannot hold codes %d..%d", fn,
+                                qk_dtype_name(codes->dtype), (int)qmin, (int)qmax);
+        }
+    }
+    void *copy, *code_copy = NULL;
+    qk_tensor ordered, codes_ord;
     if ((st = block_order(ctx, x, &g, 1, &copy, &ordered)) != QK_OK) return st;
+    if (codes) st = block_order(ctx, codes, &g, 0, &code_copy, &codes_ord);
     out->params = calloc((size_t)g.count, sizeof *out->params);
     out->chosen = calloc((size_t)g.count, sizeof *out->chosen);
-    if (!out->params || !out->chosen) {
+    if (st == QK_OK && (!out->params || !out->chosen)) {
         st = qk_set_error(ctx, QK_ERR_NO_MEMORY, "no memory for %lld blocks", (long long)g.count);
-    } else {
-        st = calibrate_batches(ctx, &ordered, layout, &g, opts, out);
     }
+    if (st == QK_OK) st = calibrate_batches(ctx, &ordered, layout, &g, opts, out, codes ? &codes_ord : NULL);
+    if (st == QK_OK && codes && g.runs > 1) st = scatter(ctx, &codes_ord, &g, codes);
     free(copy);
+    free(code_copy);
     if (st != QK_OK) {
         qk_block_calib_result_release(out);
         return st;
     }
     out->count = g.count;
     return QK_OK;
+}
+
+qk_status qk_calibrate_blocks(qk_context *ctx, const qk_tensor *x, const qk_layout *layout,
+                              const qk_calib_options *opts, qk_block_calib_result *out)
+{
+    if (!ctx) return QK_ERR_INVALID_ARG;
+    qk_clear_error(ctx);
+    return calibrate_blocks(ctx, x, layout, opts, out, NULL, "qk_calibrate_blocks");
+}
+
+qk_status qk_calibrate_quantize_blocks(qk_context *ctx, const qk_tensor *x, const qk_layout *layout,
+                                       const qk_calib_options *opts, qk_block_calib_result *out, qk_tensor *codes)
+{
+    if (!ctx) return QK_ERR_INVALID_ARG;
+    qk_clear_error(ctx);
+    if (!codes) return qk_set_error(ctx, QK_ERR_INVALID_ARG, "qk_calibrate_quantize_blocks: codes is NULL");
+    return calibrate_blocks(ctx, x, layout, opts, out, codes, "qk_calibrate_quantize_blocks");
 }
 
 /* ---- quantize and dequantize per block ---------------------------------------- */
@@ -285,9 +340,8 @@ static qk_status check_block_params(qk_context *ctx, const qk_layout *layout, co
 }
 
 /* Run the segmented op on one piece of block-ordered tensors: staged on the
- * device when the backend has segmented kernels and the piece fits (the output
- * then goes through a device buffer too), else segment by segment on the
- * host tensors through the per-tensor members. */
+ * device when the backend has segmented kernels and the piece fits, else
+ * segment by segment on the host tensors through the per-tensor members. */
 static qk_status run_piece(qk_context *ctx, const qk_tensor *in, int64_t seg, const qk_qparams *params,
                            qk_tensor *out, int quantize, const char *fn)
 {
@@ -302,17 +356,7 @@ static qk_status run_piece(qk_context *ctx, const qk_tensor *in, int64_t seg, co
                qk_device_room(ctx, (uint64_t)in->n * qk_dtype_size(in->dtype) + out_bytes)) {
         st = qk_device_copy(ctx, in, 1, &sx.t, &sx.buf);
     }
-    qk_tensor dev = *out;
-    qk_buffer *buf = NULL;
-    if (st == QK_OK && !sx.t.host && out->host && qk_device_room(ctx, out_bytes)) {
-        st = qk_device_copy(ctx, out, 0, &dev, &buf);
-    }
-    if (st == QK_OK) {
-        st = quantize ? qk_seg_quantize(ctx, &sx.t, seg, params, &dev)
-                      : qk_seg_dequantize(ctx, &sx.t, seg, params, &dev);
-    }
-    if (st == QK_OK && buf) st = qk_buffer_read(ctx, buf, 0, out->host, (size_t)out_bytes);
-    qk_buffer_destroy(ctx, buf);
+    if (st == QK_OK) st = seg_into(ctx, &sx.t, seg, params, out, quantize);
     qk_staged_release(&sx);
     return st;
 }

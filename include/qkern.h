@@ -339,6 +339,13 @@ typedef struct qk_block_calib_result {
 QK_API qk_status qk_calibrate_blocks(qk_context *ctx, const qk_tensor *x, const qk_layout *layout,
                                      const qk_calib_options *opts, qk_block_calib_result *out);
 QK_API qk_status qk_block_calib_result_release(qk_block_calib_result *res);
+/* qk_calibrate_blocks, then qk_quantize_blocks with the parameters found, in
+ * one pass: on a GPU backend x crosses to the device once, not twice. codes
+ * (n elements) must hold the code range of opts (qk_code_range). The codes
+ * equal what the two calls give. */
+QK_API qk_status qk_calibrate_quantize_blocks(qk_context *ctx, const qk_tensor *x, const qk_layout *layout,
+                                              const qk_calib_options *opts, qk_block_calib_result *out,
+                                              qk_tensor *codes);
 /* Quantize / dequantize with one parameter set per block (count must match the layout). */
 QK_API qk_status qk_quantize_blocks(qk_context *ctx, const qk_tensor *x, const qk_layout *layout,
                                     const qk_qparams *params, int64_t count, qk_tensor *codes);

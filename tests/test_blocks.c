@@ -409,6 +409,65 @@ static void test_float16_blocks(void **state)
     free(cf);
 }
 
+/* The one-pass call equals calibrate then quantize, for contiguous and
+ * gathered layouts, host and device codes, float32 and bfloat16 input. */
+static void test_calibrate_quantize(void **state)
+{
+    enum { R = 64, K = 256, N = R * K };
+    float *x = malloc(N * 4);
+    uint16_t *bf = malloc(N * 2);
+    ref_fill(x, N, REF_LAPLACE_OUTLIERS, 11);
+    for (int i = 0; i < N; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        bf[i] = (uint16_t)(u >> 16);
+    }
+    uint8_t *want = malloc(N), *got = malloc(N);
+    qk_buffer *bc;
+    assert_int_equal(qk_buffer_create(ctx, N, &bc), QK_OK);
+    qk_calib_options o;
+    qk_calib_options_default(&o);
+    o.method = QK_CALIB_GRIDSEARCH;
+    o.grid_start = 98;
+    o.grid_step = 0.5;
+    qk_layout layouts[] = {{QK_PER_CHANNEL, 2, {R, K}, 0, 0},
+                           {QK_PER_CHANNEL, 2, {R, K}, 1, 0},
+                           {QK_PER_GROUP, 2, {R, K}, 0, 64}};
+    for (int d = 0; d < 2; d++) {
+        qk_tensor t = d ? qk_tensor_host(QK_BF16, bf, N) : qk_tensor_host(QK_F32, x, N);
+        for (size_t li = 0; li < sizeof layouts / sizeof *layouts; li++) {
+            qk_block_calib_result r1, r2, r3;
+            qk_tensor cw = qk_tensor_host(QK_U8, want, N), cg = qk_tensor_host(QK_U8, got, N);
+            assert_int_equal(qk_calibrate_blocks(ctx, &t, &layouts[li], &o, &r1), QK_OK);
+            assert_int_equal(qk_quantize_blocks(ctx, &t, &layouts[li], r1.params, r1.count, &cw), QK_OK);
+            memset(got, 0xa5, N);
+            assert_int_equal(qk_calibrate_quantize_blocks(ctx, &t, &layouts[li], &o, &r2, &cg), QK_OK);
+            assert_memory_equal(r1.params, r2.params, (size_t)r1.count * sizeof *r1.params);
+            assert_memory_equal(r1.chosen, r2.chosen, (size_t)r1.count * sizeof *r1.chosen);
+            assert_true(r1.mse == r2.mse && r1.n == r2.n);
+            assert_memory_equal(want, got, N);
+            qk_tensor cd = qk_tensor_buffer(QK_U8, bc, 0, N);
+            assert_int_equal(qk_calibrate_quantize_blocks(ctx, &t, &layouts[li], &o, &r3, &cd), QK_OK);
+            memset(got, 0x5a, N);
+            assert_int_equal(qk_buffer_read(ctx, bc, 0, got, N), QK_OK);
+            assert_memory_equal(want, got, N);
+            qk_block_calib_result_release(&r1);
+            qk_block_calib_result_release(&r2);
+            qk_block_calib_result_release(&r3);
+        }
+    }
+    /* codes that cannot hold the range: refused before any work */
+    qk_tensor t = qk_tensor_host(QK_F32, x, N), ci = qk_tensor_host(QK_I8, got, N);
+    qk_block_calib_result r;
+    assert_int_equal(qk_calibrate_quantize_blocks(ctx, &t, &layouts[0], &o, &r, &ci), QK_ERR_INVALID_ARG);
+    assert_non_null(strstr(qk_context_message(ctx), "cannot hold"));
+    qk_buffer_destroy(ctx, bc);
+    free(x);
+    free(bf);
+    free(want);
+    free(got);
+}
+
 int main(void)
 {
     ctx = ref_test_context();
@@ -421,6 +480,7 @@ int main(void)
         cmocka_unit_test(test_float16_input),         cmocka_unit_test(test_bfloat16_input),
         cmocka_unit_test(test_pack_int4),             cmocka_unit_test(test_many_blocks),
         cmocka_unit_test(test_device_tensors),        cmocka_unit_test(test_float16_blocks),
+        cmocka_unit_test(test_calibrate_quantize),
     };
     int failed = cmocka_run_group_tests_name(qk_backend_name(qk_context_backend(ctx)), tests, NULL, NULL);
     qk_context_destroy(ctx);

@@ -457,12 +457,14 @@ static int quantize_one(run *r, job *j)
     memset(&res, 0, sizeof res);
     void *codes = NULL;
     size_t codes_bytes = 0;
-    st = qk_calibrate_blocks(r->ctx, &x, &layout, &r->a->calib, &res);
-    if (st != QK_OK) {
-        rc = lib_fail(r, st, "calibrating", t->name);
-        goto done;
-    }
-    if ((st = qk_code_dtype(&res.params[0], &j->e.codes_dtype)) != QK_OK) {
+    /* the code type follows from bits and scheme alone, so the codes can be
+     * written in the same pass as the calibration (the tensor crosses to a GPU once) */
+    const qk_calib_options *o = &r->a->calib;
+    qk_qparams kind;
+    memset(&kind, 0, sizeof kind);
+    kind.bits = o->bits;
+    kind.scheme = o->scheme;
+    if ((st = qk_code_dtype(&kind, &j->e.codes_dtype)) != QK_OK) {
         rc = lib_fail(r, st, "code type of", t->name);
         goto done;
     }
@@ -474,8 +476,8 @@ static int quantize_one(run *r, job *j)
         goto done;
     }
     qk_tensor ct = qk_tensor_host(j->e.codes_dtype, codes, t->n);
-    if ((st = qk_quantize_blocks(r->ctx, &x, &layout, res.params, res.count, &ct)) != QK_OK) {
-        rc = lib_fail(r, st, "quantizing", t->name);
+    if ((st = qk_calibrate_quantize_blocks(r->ctx, &x, &layout, o, &res, &ct)) != QK_OK) {
+        rc = lib_fail(r, st, "calibrating and quantizing", t->name);
         goto done;
     }
     if (j->e.packed) {
