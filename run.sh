@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # qkern's two entry points, for a fresh Debian 12 machine (as root):
 #   bash run.sh demo   install what is needed, build, quantize a real model (all-MiniLM-L6-v2),
-#                      a large tensor and the worked example on the best available backend,
-#                      print the reports
+#                      a generated 2.5 GiB float32 model, a large tensor and the worked example
+#                      on the best available backend, print the reports
 #   bash run.sh test   install what is needed, build (release and ASan+UBSan), run every test
 # Other verbs: deps (install only), build (release build only).
 set -euo pipefail
@@ -71,6 +71,8 @@ PY
         echo "== (the real model could not be downloaded: skipping it)"
     fi
     echo
+    big_model "$q" "$out"
+    echo
     echo "== a large tensor: $out/weights.npy (2^26 float32, Laplace with 64 outliers)"
     $q stats "$out/weights.npy" -p 0.01 -p 1 -p 50 -p 99 -p 99.99
     echo
@@ -84,6 +86,36 @@ PY
     for calib in minmax percentile:99 gridsearch:90:100:0.1; do
         $q quantize "$out/worked.npy" -o "$out/worked.q8.npy" --calib "$calib" --objective mse-inliers
     done
+}
+
+# A model command's report with its per-tensor rows ("  NAME [SHAPE] ...") cut to the first KEEP.
+short_report() { # KEEP
+    awk -v keep="$1" '/^  [^ ]+ +\[/ { if (++rows <= keep) print; next }
+        rows > keep && !said { print "  ... (" rows - keep " more tensors)"; said = 1 }
+        { print }'
+}
+
+elapsed() { # START: seconds since START (date +%s.%N)
+    awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'
+}
+
+# A multi-GiB model: the large-size path of quantize-model/dequantize-model
+# (memory-mapped input, read ahead by a second thread). Generated once
+# (scripts/gen-laplace-model.py, ~25 s) and kept in build/demo.
+big_model() { # QKERN OUTDIR
+    local q=$1 out=$2 t
+    local model=$out/laplace-2.5g.safetensors
+    echo "== a generated model: 2.5 GiB of float32, transformer-shaped, Laplace(0, 0.02) weights"
+    echo "   with 2..8 outliers of |x| 1..4 per tensor (made once, then reused)"
+    /usr/bin/python3 scripts/gen-laplace-model.py "$model" --size-gib 2.5 --dtype float32 --seed 2026 --reuse
+    echo "   8-bit symmetric, one scale per output channel, then restored"
+    t=$(date +%s.%N)
+    $q quantize-model "$model" -o "$out/laplace.q8.safetensors" --granularity channel:0 --bits 8 \
+        --scheme symmetric | short_report 4
+    echo "   quantize-model: $(elapsed "$t") s"
+    t=$(date +%s.%N)
+    $q dequantize-model "$out/laplace.q8.safetensors" -o "$out/laplace.restored.safetensors" | short_report 4
+    echo "   dequantize-model: $(elapsed "$t") s"
 }
 
 run_tests() { # DIR
