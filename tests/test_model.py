@@ -1070,6 +1070,50 @@ def generator_is_reproducible_cached_and_atomic():
     assert listing(d) == ["a.safetensors", "b.safetensors"], listing(d)
 
 
+# ---- every backend gives the same file ---------------------------------------------------------------
+
+def available_backends():
+    info = json.loads(run(["info", "--json"]).stdout)
+    return [b["name"] for b in info["backends"] if b["available"]]
+
+
+@test
+def backends_write_identical_models():
+    """Per-block work runs as segmented kernels on a device backend and as per-block
+    loops on the CPU reference: the output files must be the same bytes, for
+    contiguous blocks (groups, channels of axis 0), gathered ones (axis 1), every
+    calibration method and float32/bfloat16/float16 input."""
+    others = [b for b in available_backends() if b != "cpu"]
+    if not others:
+        print("SKIPPED backends_write_identical_models: no backend other than cpu is available")
+        return
+    d = tmpdir()
+    rng = np.random.default_rng(808)
+    w = rng.laplace(0.0, 0.02, (96, 640)).astype(np.float32)
+    w[rng.integers(0, 96, 6), rng.integers(0, 640, 6)] = rng.uniform(-3, 3, 6).astype(np.float32)
+    src = os.path.join(d, "m.safetensors")
+    write_st(src, [tensor("w.f32", w), tensor("w.bf16", f32_to_bf16(w[:48]), BF16),
+                   tensor("w.f16", w[48:].astype(np.float16)), tensor("b", w[0, :64].copy())])
+    runs = [["--granularity", "group:64", "--bits", "4", "--pack4"],
+            ["--granularity", "group:128", "--calib", "gridsearch:99:100:0.1", "--objective", "mse-inliers"],
+            ["--granularity", "channel:0", "--scheme", "symmetric", "--narrow-range", "--calib", "percentile:99.9"],
+            ["--granularity", "channel:1", "--calib", "gridsearch:98:100:0.5"],
+            ["--granularity", "tensor", "--bits", "6"]]
+    for extra in runs:
+        outs = {}
+        for b in ["cpu"] + others:
+            outs[b] = os.path.join(d, f"q.{b}.safetensors")
+            expect(["quantize-model", src, "-o", outs[b], "--backend", b] + extra, 0)
+        for b in others:
+            assert open(outs[b], "rb").read() == open(outs["cpu"], "rb").read(), \
+                f"{b} and cpu wrote different files for {' '.join(extra)}"
+            back = os.path.join(d, f"d.{b}.safetensors")
+            expect(["dequantize-model", outs[b], "-o", back, "--backend", b], 0)
+            expect(["dequantize-model", outs["cpu"], "-o", back + ".cpu", "--backend", "cpu"], 0)
+            assert open(back, "rb").read() == open(back + ".cpu", "rb").read(), \
+                f"{b} and cpu restored different files for {' '.join(extra)}"
+
+
 # ---- the real model ---------------------------------------------------------------------------------
 
 @test
