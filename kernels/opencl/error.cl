@@ -131,8 +131,6 @@ inline double qk_err1_f64(double v, float s, double lo, double hi)
         double fence_lo_d, double fence_hi_d, int fences, __global double *o_sse,      \
         __global double *o_in, __global uint *o_clip, __global ulong *o_cnt
 
-#if QK_WG == 1
-
 /* One row of eight elements V for one candidate. The general form: MASK (P##_M)
  * marks the lanes that count, and a masked lane adds +0, which changes no sum. */
 #define QK_ERR_ROW(P, V, MASK)                                                          \
@@ -163,6 +161,94 @@ inline double qk_err1_f64(double v, float s, double lo, double hi)
         cl += ((V) < clo) | ((V) > chi);                                                \
     } while (0)
 
+/* One super-block [S0, S1) of XS (indices relative to XS) for the k
+ * candidates: the sums into PS[c], PI[c], PC[c], the counts into CNT[0..4)
+ * (finite, inliers, non-finite, first non-finite relative to S0). The caller
+ * has flo, fhi, fences, k and what P##_PARAMS reads in scope. The per-tensor
+ * CPU-style kernel and the segmented kernel (segment.cl, either style) both
+ * expand it, so a segment's sums are the per-tensor sums by construction. */
+#define QK_ERROR_SUPERBLOCK(P, XS, S0, S1, PS, PI, PC, CNT)                                \
+    do {                                                                                   \
+        __global const P##_T *xs_ = (XS);                                                  \
+        ulong sbeg_ = (S0), send_ = (S1);                                                  \
+        __global double *ps = (PS), *pi = (PI);                                            \
+        __global uint *pc = (PC);                                                          \
+        __global ulong *cnt_ = (CNT);                                                      \
+        for (uint c = 0; c < k; c++) {                                                     \
+            ps[c] = 0.0;                                                                   \
+            pi[c] = 0.0;                                                                   \
+            pc[c] = 0u;                                                                    \
+        }                                                                                  \
+        ulong fin = 0, inl = 0, bad = 0, first = QK_NONE;                                  \
+        for (ulong b0 = sbeg_; b0 < send_; b0 += QK_BLK) {                                 \
+            uint m = (uint)min(QK_BLK, send_ - b0), rows = m / 8, rem = m % 8;             \
+            __global const P##_T *xb = xs_ + b0;                                           \
+            /* the block's counts, the same for every candidate */                         \
+            P##_M vbad = (P##_M)(0), vinl = (P##_M)(0);                                    \
+            for (uint r = 0; r < rows; r++) {                                              \
+                P##_V v = vload8(r, xb);                                                   \
+                P##_M nf = P##_NONFIN8(v);                                                 \
+                vbad += nf;                                                                \
+                vinl += (v >= flo) & (v <= fhi) & ~nf;                                     \
+            }                                                                              \
+            ulong nb = (ulong)(-P##_HSUM(vbad)), ni = (ulong)(-P##_HSUM(vinl));            \
+            /* the last row of a short block, padded; its lanes past m masked */           \
+            P##_T t_[8];                                                                   \
+            for (uint j = 0; j < 8; j++) t_[j] = j < rem ? xb[8 * rows + j] : (P##_T)0;    \
+            P##_V tail = vload8(0, t_);                                                    \
+            P##_M tmask = ~P##_NONFIN8(tail) & (P##_LANES < (P##_M)(rem));                 \
+            for (uint j = 0; j < rem; j++) {                                               \
+                P##_T v = xb[8 * rows + j];                                                \
+                if (P##_NONFIN(v)) nb++;                                                   \
+                else ni += v >= flo && v <= fhi;                                           \
+            }                                                                              \
+            if (nb && first == QK_NONE) {                                                  \
+                for (uint j = 0; j < m; j++) {                                             \
+                    if (P##_NONFIN(xb[j])) {                                               \
+                        first = b0 - sbeg_ + j;                                            \
+                        break;                                                             \
+                    }                                                                      \
+                }                                                                          \
+            }                                                                              \
+            fin += m - nb;                                                                 \
+            inl += ni;                                                                     \
+            bad += nb;                                                                     \
+            /* sse_in needs its own lanes only where an element lies outside the fences */ \
+            int outl = fences && ni + nb < m;                                              \
+            for (uint c = 0; c < k; c++) {                                                 \
+                P##_PARAMS;                                                                \
+                double8 a = (double8)(0.0), ai = (double8)(0.0);                           \
+                P##_M cl = (P##_M)(0);                                                     \
+                if (nb == 0 && !outl) {                                                    \
+                    for (uint r = 0; r < rows; r++) {                                      \
+                        P##_V v = vload8(r, xb);                                           \
+                        QK_ERR_ROW_PLAIN(P, v);                                            \
+                    }                                                                      \
+                } else if (nb == 0) {                                                      \
+                    for (uint r = 0; r < rows; r++) {                                      \
+                        P##_V v = vload8(r, xb);                                           \
+                        QK_ERR_ROW_FENCED(P, v);                                           \
+                    }                                                                      \
+                } else {                                                                   \
+                    for (uint r = 0; r < rows; r++) {                                      \
+                        P##_V v = vload8(r, xb);                                           \
+                        QK_ERR_ROW(P, v, ~P##_NONFIN8(v));                                 \
+                    }                                                                      \
+                }                                                                          \
+                if (rem) QK_ERR_ROW(P, tail, tmask);                                       \
+                ps[c] += qk_tree8(a);                                                      \
+                pi[c] += outl ? qk_tree8(ai) : qk_tree8(a);                                \
+                pc[c] += (uint)(-P##_HSUM(cl));                                            \
+            }                                                                              \
+        }                                                                                  \
+        cnt_[0] = fin;                                                                     \
+        cnt_[1] = inl;                                                                     \
+        cnt_[2] = bad;                                                                     \
+        cnt_[3] = first;                                                                   \
+    } while (0)
+
+#if QK_WG == 1
+
 /* Work-group g takes a contiguous range of super-blocks. */
 #define QK_DEFINE_ERROR(NAME, P)                                                              \
     __kernel void qk_error_##NAME(QK_ERROR_ARGS(P##_T))                                       \
@@ -173,80 +259,8 @@ inline double qk_err1_f64(double v, float s, double lo, double hi)
         ulong groups = get_num_groups(0), per = (nsb + groups - 1) / groups;                  \
         ulong sb0 = min(nsb, per * get_group_id(0)), sb1 = min(nsb, sb0 + per);               \
         for (ulong sb = sb0; sb < sb1; sb++) {                                                \
-            ulong s0 = sb * QK_SB, s1 = min(n, s0 + QK_SB);                                   \
-            __global double *ps = o_sse + sb * k, *pi = o_in + sb * k;                        \
-            __global uint *pc = o_clip + sb * k;                                              \
-            for (uint c = 0; c < k; c++) {                                                    \
-                ps[c] = 0.0;                                                                  \
-                pi[c] = 0.0;                                                                  \
-                pc[c] = 0u;                                                                   \
-            }                                                                                 \
-            ulong fin = 0, inl = 0, bad = 0, first = QK_NONE;                                 \
-            for (ulong b0 = s0; b0 < s1; b0 += QK_BLK) {                                      \
-                uint m = (uint)min(QK_BLK, s1 - b0), rows = m / 8, rem = m % 8;               \
-                __global const P##_T *xb = x + b0;                                            \
-                /* the block's counts, the same for every candidate */                        \
-                P##_M vbad = (P##_M)(0), vinl = (P##_M)(0);                                   \
-                for (uint r = 0; r < rows; r++) {                                             \
-                    P##_V v = vload8(r, xb);                                                  \
-                    P##_M nf = P##_NONFIN8(v);                                                \
-                    vbad += nf;                                                               \
-                    vinl += (v >= flo) & (v <= fhi) & ~nf;                                    \
-                }                                                                             \
-                ulong nb = (ulong)(-P##_HSUM(vbad)), ni = (ulong)(-P##_HSUM(vinl));           \
-                /* the last row of a short block, padded; its lanes past m masked */          \
-                P##_T t_[8];                                                                  \
-                for (uint j = 0; j < 8; j++) t_[j] = j < rem ? xb[8 * rows + j] : (P##_T)0;   \
-                P##_V tail = vload8(0, t_);                                                   \
-                P##_M tmask = ~P##_NONFIN8(tail) & (P##_LANES < (P##_M)(rem));                \
-                for (uint j = 0; j < rem; j++) {                                              \
-                    P##_T v = xb[8 * rows + j];                                               \
-                    if (P##_NONFIN(v)) nb++;                                                  \
-                    else ni += v >= flo && v <= fhi;                                          \
-                }                                                                             \
-                if (nb && first == QK_NONE) {                                                 \
-                    for (uint j = 0; j < m; j++) {                                            \
-                        if (P##_NONFIN(xb[j])) {                                              \
-                            first = b0 - s0 + j;                                              \
-                            break;                                                            \
-                        }                                                                     \
-                    }                                                                         \
-                }                                                                             \
-                fin += m - nb;                                                                \
-                inl += ni;                                                                    \
-                bad += nb;                                                                    \
-                /* sse_in needs its own lanes only where an element lies outside the fences */ \
-                int outl = fences && ni + nb < m;                                             \
-                for (uint c = 0; c < k; c++) {                                                \
-                    P##_PARAMS;                                                               \
-                    double8 a = (double8)(0.0), ai = (double8)(0.0);                          \
-                    P##_M cl = (P##_M)(0);                                                    \
-                    if (nb == 0 && !outl) {                                                   \
-                        for (uint r = 0; r < rows; r++) {                                     \
-                            P##_V v = vload8(r, xb);                                          \
-                            QK_ERR_ROW_PLAIN(P, v);                                           \
-                        }                                                                     \
-                    } else if (nb == 0) {                                                     \
-                        for (uint r = 0; r < rows; r++) {                                     \
-                            P##_V v = vload8(r, xb);                                          \
-                            QK_ERR_ROW_FENCED(P, v);                                          \
-                        }                                                                     \
-                    } else {                                                                  \
-                        for (uint r = 0; r < rows; r++) {                                     \
-                            P##_V v = vload8(r, xb);                                          \
-                            QK_ERR_ROW(P, v, ~P##_NONFIN8(v));                                \
-                        }                                                                     \
-                    }                                                                         \
-                    if (rem) QK_ERR_ROW(P, tail, tmask);                                      \
-                    ps[c] += qk_tree8(a);                                                     \
-                    pi[c] += outl ? qk_tree8(ai) : qk_tree8(a);                               \
-                    pc[c] += (uint)(-P##_HSUM(cl));                                           \
-                }                                                                             \
-            }                                                                                 \
-            o_cnt[4 * sb] = fin;                                                              \
-            o_cnt[4 * sb + 1] = inl;                                                          \
-            o_cnt[4 * sb + 2] = bad;                                                          \
-            o_cnt[4 * sb + 3] = first;                                                        \
+            QK_ERROR_SUPERBLOCK(P, x, sb * QK_SB, min(n, sb * QK_SB + QK_SB), o_sse + sb * k, \
+                                o_in + sb * k, o_clip + sb * k, o_cnt + 4 * sb);              \
         }                                                                                     \
     }
 

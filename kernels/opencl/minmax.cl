@@ -75,23 +75,23 @@
         }                                                                                      \
     } while (0)
 
-/* float32 data, read as its bit patterns. */
-__kernel void qk_minmax32(__global const uint *restrict x, ulong off, ulong n, __global ulong *out)
+/* The keys' min and max and the non-finite count of x[b, e) as one work-item
+ * of step reads them: rows of 16 elements (two vectors, for ILP) starting at
+ * b + 16*lid, every 16*step, that fit in [b, e), then the tail one by one from
+ * vend + lid. Non-finite lanes are neutral (all ones for min, 0 for max). The
+ * per-tensor kernels call it with (lid, QK_WG); a single work-item walking a
+ * piece of a segment (segment.cl) with (0, 1). */
+inline void qk_minmax32_range(__global const uint *restrict x, ulong b, ulong e, uint lid, uint step, uint *kmin_out,
+                              uint *kmax_out, ulong *bad_out)
 {
-    QK_MINMAX_LOCALS;
-    x += off;
-    ulong b, e;
-    qk_part(n, &b, &e);
-    uint lid = get_local_id(0);
     uint8 vmin0 = (uint8)(0xffffffffu), vmax0 = (uint8)(0u), vmin1 = vmin0, vmax1 = vmax0;
     int8 vbad0 = (int8)(0), vbad1 = vbad0;
     ulong vend = b + ((e - b) & ~(ulong)15);
-    for (ulong i = b + 16 * (ulong)lid; i < vend; i += 16 * (ulong)QK_WG) {
+    for (ulong i = b + 16 * (ulong)lid; i < vend; i += 16 * (ulong)step) {
         uint8 u0 = vload8(0, x + i), u1 = vload8(1, x + i);
         int8 nf0 = (u0 & (uint8)(0x7f800000u)) == (uint8)(0x7f800000u);
         int8 nf1 = (u1 & (uint8)(0x7f800000u)) == (uint8)(0x7f800000u);
         uint8 k0 = qk_key32x8(u0), k1 = qk_key32x8(u1);
-        /* non-finite lanes become neutral: all ones for min, 0 for max */
         vmin0 = min(vmin0, k0 | as_uint8(nf0));
         vmax0 = max(vmax0, k0 & ~as_uint8(nf0));
         vmin1 = min(vmin1, k1 | as_uint8(nf1));
@@ -107,7 +107,7 @@ __kernel void qk_minmax32(__global const uint *restrict x, ulong off, ulong n, _
     uint kmax = max(max(x4.s0, x4.s1), max(x4.s2, x4.s3));
     int4 b4 = vbad0.lo + vbad0.hi;
     ulong bad = (ulong)(-(long)(b4.s0 + b4.s1 + b4.s2 + b4.s3));
-    for (ulong i = vend + lid; i < e; i += QK_WG) {
+    for (ulong i = vend + lid; i < e; i += step) {
         uint u = x[i];
         if (qk_nonfinite32(u)) {
             bad++;
@@ -117,24 +117,19 @@ __kernel void qk_minmax32(__global const uint *restrict x, ulong off, ulong n, _
             kmax = max(kmax, k);
         }
     }
-    ulong first = QK_NONE;
-    if (bad) QK_MINMAX_SCAN_FIRST(qk_nonfinite32);
-    ulong lo = kmin, hi = kmax;
-    QK_MINMAX_REDUCE_AND_STORE(out, lo, hi, bad, first, e - b);
+    *kmin_out = kmin;
+    *kmax_out = kmax;
+    *bad_out = bad;
 }
 
-/* float64 data, read as its bit patterns (no fp64 needed). */
-__kernel void qk_minmax64(__global const ulong *restrict x, ulong off, ulong n, __global ulong *out)
+/* The same for float64 bit patterns (no fp64 needed). */
+inline void qk_minmax64_range(__global const ulong *restrict x, ulong b, ulong e, uint lid, uint step,
+                              ulong *kmin_out, ulong *kmax_out, ulong *bad_out)
 {
-    QK_MINMAX_LOCALS;
-    x += off;
-    ulong b, e;
-    qk_part(n, &b, &e);
-    uint lid = get_local_id(0);
     ulong8 vmin0 = (ulong8)(QK_NONE), vmax0 = (ulong8)(0UL), vmin1 = vmin0, vmax1 = vmax0;
     long8 vbad0 = (long8)(0L), vbad1 = vbad0;
     ulong vend = b + ((e - b) & ~(ulong)15);
-    for (ulong i = b + 16 * (ulong)lid; i < vend; i += 16 * (ulong)QK_WG) {
+    for (ulong i = b + 16 * (ulong)lid; i < vend; i += 16 * (ulong)step) {
         ulong8 u0 = vload8(0, x + i), u1 = vload8(1, x + i);
         long8 nf0 = (u0 & (ulong8)(0x7ff0000000000000UL)) == (ulong8)(0x7ff0000000000000UL);
         long8 nf1 = (u1 & (ulong8)(0x7ff0000000000000UL)) == (ulong8)(0x7ff0000000000000UL);
@@ -154,7 +149,7 @@ __kernel void qk_minmax64(__global const ulong *restrict x, ulong off, ulong n, 
     ulong kmax = max(max(x4.s0, x4.s1), max(x4.s2, x4.s3));
     long4 b4 = vbad0.lo + vbad0.hi;
     ulong bad = (ulong)(-(b4.s0 + b4.s1 + b4.s2 + b4.s3));
-    for (ulong i = vend + lid; i < e; i += QK_WG) {
+    for (ulong i = vend + lid; i < e; i += step) {
         ulong u = x[i];
         if (qk_nonfinite64(u)) {
             bad++;
@@ -164,6 +159,38 @@ __kernel void qk_minmax64(__global const ulong *restrict x, ulong off, ulong n, 
             kmax = max(kmax, k);
         }
     }
+    *kmin_out = kmin;
+    *kmax_out = kmax;
+    *bad_out = bad;
+}
+
+/* float32 data, read as its bit patterns. */
+__kernel void qk_minmax32(__global const uint *restrict x, ulong off, ulong n, __global ulong *out)
+{
+    QK_MINMAX_LOCALS;
+    x += off;
+    ulong b, e;
+    qk_part(n, &b, &e);
+    uint lid = get_local_id(0);
+    ulong vend = b + ((e - b) & ~(ulong)15), bad;
+    uint kmin, kmax;
+    qk_minmax32_range(x, b, e, lid, QK_WG, &kmin, &kmax, &bad);
+    ulong first = QK_NONE;
+    if (bad) QK_MINMAX_SCAN_FIRST(qk_nonfinite32);
+    ulong lo = kmin, hi = kmax;
+    QK_MINMAX_REDUCE_AND_STORE(out, lo, hi, bad, first, e - b);
+}
+
+/* float64 data, read as its bit patterns (no fp64 needed). */
+__kernel void qk_minmax64(__global const ulong *restrict x, ulong off, ulong n, __global ulong *out)
+{
+    QK_MINMAX_LOCALS;
+    x += off;
+    ulong b, e;
+    qk_part(n, &b, &e);
+    uint lid = get_local_id(0);
+    ulong vend = b + ((e - b) & ~(ulong)15), kmin, kmax, bad;
+    qk_minmax64_range(x, b, e, lid, QK_WG, &kmin, &kmax, &bad);
     ulong first = QK_NONE;
     if (bad) QK_MINMAX_SCAN_FIRST(qk_nonfinite64);
     QK_MINMAX_REDUCE_AND_STORE(out, kmin, kmax, bad, first, e - b);

@@ -35,40 +35,9 @@
 
 inline void qk_seg_minmax32_piece(__global const uint *restrict x, uint m, __global ulong *rec)
 {
-    uint8 vmin0 = (uint8)(0xffffffffu), vmax0 = (uint8)(0u), vmin1 = vmin0, vmax1 = vmax0;
-    int8 vbad0 = (int8)(0), vbad1 = vbad0;
-    uint vend = m & ~15u;
-    for (uint i = 0; i < vend; i += 16) {
-        uint8 u0 = vload8(0, x + i), u1 = vload8(1, x + i);
-        int8 nf0 = (u0 & (uint8)(0x7f800000u)) == (uint8)(0x7f800000u);
-        int8 nf1 = (u1 & (uint8)(0x7f800000u)) == (uint8)(0x7f800000u);
-        uint8 k0 = qk_key32x8(u0), k1 = qk_key32x8(u1);
-        vmin0 = min(vmin0, k0 | as_uint8(nf0));
-        vmax0 = max(vmax0, k0 & ~as_uint8(nf0));
-        vmin1 = min(vmin1, k1 | as_uint8(nf1));
-        vmax1 = max(vmax1, k1 & ~as_uint8(nf1));
-        vbad0 += nf0;
-        vbad1 += nf1;
-    }
-    vmin0 = min(vmin0, vmin1);
-    vmax0 = max(vmax0, vmax1);
-    vbad0 += vbad1;
-    uint4 m4 = min(vmin0.lo, vmin0.hi), x4 = max(vmax0.lo, vmax0.hi);
-    uint kmin = min(min(m4.s0, m4.s1), min(m4.s2, m4.s3));
-    uint kmax = max(max(x4.s0, x4.s1), max(x4.s2, x4.s3));
-    int4 b4 = vbad0.lo + vbad0.hi;
-    uint bad = (uint)(-(b4.s0 + b4.s1 + b4.s2 + b4.s3));
-    for (uint i = vend; i < m; i++) {
-        uint u = x[i];
-        if (qk_nonfinite32(u)) {
-            bad++;
-        } else {
-            uint k = qk_key32(u);
-            kmin = min(kmin, k);
-            kmax = max(kmax, k);
-        }
-    }
-    ulong first = QK_SEG_NONE;
+    uint kmin, kmax;
+    ulong bad, first = QK_SEG_NONE;
+    qk_minmax32_range(x, 0, m, 0, 1, &kmin, &kmax, &bad);
     for (uint i = 0; bad && i < m; i++) { /* rare: only pieces with a non-finite value */
         if (qk_nonfinite32(x[i])) {
             first = i;
@@ -83,40 +52,8 @@ inline void qk_seg_minmax32_piece(__global const uint *restrict x, uint m, __glo
 
 inline void qk_seg_minmax64_piece(__global const ulong *restrict x, uint m, __global ulong *rec)
 {
-    ulong8 vmin0 = (ulong8)(QK_SEG_NONE), vmax0 = (ulong8)(0UL), vmin1 = vmin0, vmax1 = vmax0;
-    long8 vbad0 = (long8)(0L), vbad1 = vbad0;
-    uint vend = m & ~15u;
-    for (uint i = 0; i < vend; i += 16) {
-        ulong8 u0 = vload8(0, x + i), u1 = vload8(1, x + i);
-        long8 nf0 = (u0 & (ulong8)(0x7ff0000000000000UL)) == (ulong8)(0x7ff0000000000000UL);
-        long8 nf1 = (u1 & (ulong8)(0x7ff0000000000000UL)) == (ulong8)(0x7ff0000000000000UL);
-        ulong8 k0 = qk_key64x8(u0), k1 = qk_key64x8(u1);
-        vmin0 = min(vmin0, k0 | as_ulong8(nf0));
-        vmax0 = max(vmax0, k0 & ~as_ulong8(nf0));
-        vmin1 = min(vmin1, k1 | as_ulong8(nf1));
-        vmax1 = max(vmax1, k1 & ~as_ulong8(nf1));
-        vbad0 += nf0;
-        vbad1 += nf1;
-    }
-    vmin0 = min(vmin0, vmin1);
-    vmax0 = max(vmax0, vmax1);
-    vbad0 += vbad1;
-    ulong4 m4 = min(vmin0.lo, vmin0.hi), x4 = max(vmax0.lo, vmax0.hi);
-    ulong kmin = min(min(m4.s0, m4.s1), min(m4.s2, m4.s3));
-    ulong kmax = max(max(x4.s0, x4.s1), max(x4.s2, x4.s3));
-    long4 b4 = vbad0.lo + vbad0.hi;
-    ulong bad = (ulong)(-(b4.s0 + b4.s1 + b4.s2 + b4.s3));
-    for (uint i = vend; i < m; i++) {
-        ulong u = x[i];
-        if (qk_nonfinite64(u)) {
-            bad++;
-        } else {
-            ulong k = qk_key64(u);
-            kmin = min(kmin, k);
-            kmax = max(kmax, k);
-        }
-    }
-    ulong first = QK_SEG_NONE;
+    ulong kmin, kmax, bad, first = QK_SEG_NONE;
+    qk_minmax64_range(x, 0, m, 0, 1, &kmin, &kmax, &bad);
     for (uint i = 0; bad && i < m; i++) {
         if (qk_nonfinite64(x[i])) {
             first = i;
@@ -544,40 +481,14 @@ __kernel void qk_widen(__global const ushort *restrict x, ulong xoff, ulong n, _
 /* ==== the fused error pass per segment ======================================
  * error.cl's structure, restarted at every segment: a piece is one super-block
  * of a segment (65536 elements from the segment's start, the last one
- * shorter), its blocks of 4096, lanes and trees exactly as error.cl's CPU
- * kernel, whose per-type plumbing (QK_F32_*, QK_F64_*, qk_err8_*, qk_tree8)
- * this reuses. Per segment g of the batch: candidate c's parameters at
- * prm[8 (g k + c)] (and prmd[4 (g k + c)] for float64), the fences at
+ * shorter), summed by error.cl's QK_ERROR_SUPERBLOCK, the very code of the
+ * per-tensor CPU kernel (with its per-type plumbing QK_F32_*, QK_F64_*). Per
+ * segment g of the batch: candidate c's parameters at prm[8 (g k + c)] (and prmd[4 (g k + c)] for float64), the fences at
  * fen_f[2g] (float bounds rounded outward) or fen_d[2g]. Outputs per piece p
  * as error.cl's per super-block: sse[p k + c], in[p k + c], clip[p k + c],
  * cnt[4p + 0..3]. */
 
 #if QK_FP64
-
-#define QK_SEG_ERR_ROW(P, V, MASK)                                                               \
-    do {                                                                                         \
-        double8 e_ = P##_E8(V);                                                                  \
-        double8 e2_ = select((double8)(0.0), e_ * e_, P##_TOLONG(MASK));                         \
-        a += e2_;                                                                                \
-        if (fences) ai += select((double8)(0.0), e2_, P##_TOLONG(((V) >= flo) & ((V) <= fhi)));  \
-        cl += (((V) < clo) | ((V) > chi)) & (MASK);                                              \
-    } while (0)
-
-#define QK_SEG_ERR_ROW_PLAIN(P, V)                                                               \
-    do {                                                                                         \
-        double8 e_ = P##_E8(V);                                                                  \
-        a += e_ * e_;                                                                            \
-        cl += ((V) < clo) | ((V) > chi);                                                         \
-    } while (0)
-
-#define QK_SEG_ERR_ROW_FENCED(P, V)                                                              \
-    do {                                                                                         \
-        double8 e_ = P##_E8(V);                                                                  \
-        double8 e2_ = e_ * e_;                                                                   \
-        a += e2_;                                                                                \
-        ai += select((double8)(0.0), e2_, P##_TOLONG(((V) >= flo) & ((V) <= fhi)));              \
-        cl += ((V) < clo) | ((V) > chi);                                                         \
-    } while (0)
 
 /* Segment G's candidates and fences, under the names error.cl's P##_PARAMS use. */
 #define QK_F32_SEG_SETUP(G)                                                                      \
@@ -600,79 +511,10 @@ __kernel void qk_widen(__global const ushort *restrict x, ulong xoff, ulong n, _
     {                                                                                            \
         x += off;                                                                                \
         QK_SEG_PIECES(p, npieces) {                                                              \
-            ulong g = p / ppseg, s0 = (p - g * ppseg) * QK_SB, s1 = min(seg, s0 + QK_SB);        \
-            __global const P##_T *xs = x + g * seg;                                              \
-            P##_SEG_SETUP(g);                                                               \
-            __global double *ps = o_sse + p * k, *pi = o_in + p * k;                             \
-            __global uint *pc = o_clip + p * k;                                                  \
-            for (uint c = 0; c < k; c++) {                                                       \
-                ps[c] = 0.0;                                                                     \
-                pi[c] = 0.0;                                                                     \
-                pc[c] = 0u;                                                                      \
-            }                                                                                    \
-            ulong fin = 0, inl = 0, bad = 0, first = QK_NONE;                                    \
-            for (ulong b0 = s0; b0 < s1; b0 += QK_BLK) {                                         \
-                uint m = (uint)min(QK_BLK, s1 - b0), rows = m / 8, rem = m % 8;                  \
-                __global const P##_T *xb = xs + b0;                                              \
-                P##_M vbad = (P##_M)(0), vinl = (P##_M)(0);                                      \
-                for (uint r = 0; r < rows; r++) {                                                \
-                    P##_V v = vload8(r, xb);                                                     \
-                    P##_M nf = P##_NONFIN8(v);                                                   \
-                    vbad += nf;                                                                  \
-                    vinl += (v >= flo) & (v <= fhi) & ~nf;                                       \
-                }                                                                                \
-                ulong nb = (ulong)(-P##_HSUM(vbad)), ni = (ulong)(-P##_HSUM(vinl));              \
-                P##_T t_[8];                                                                     \
-                for (uint j = 0; j < 8; j++) t_[j] = j < rem ? xb[8 * rows + j] : (P##_T)0;      \
-                P##_V tail = vload8(0, t_);                                                      \
-                P##_M tmask = ~P##_NONFIN8(tail) & (P##_LANES < (P##_M)(rem));                   \
-                for (uint j = 0; j < rem; j++) {                                                 \
-                    P##_T v = xb[8 * rows + j];                                                  \
-                    if (P##_NONFIN(v)) nb++;                                                     \
-                    else ni += v >= flo && v <= fhi;                                             \
-                }                                                                                \
-                if (nb && first == QK_NONE) {                                                    \
-                    for (uint j = 0; j < m; j++) {                                               \
-                        if (P##_NONFIN(xb[j])) {                                                 \
-                            first = b0 - s0 + j;                                                 \
-                            break;                                                               \
-                        }                                                                        \
-                    }                                                                            \
-                }                                                                                \
-                fin += m - nb;                                                                   \
-                inl += ni;                                                                       \
-                bad += nb;                                                                       \
-                int outl = fences && ni + nb < m;                                                \
-                for (uint c = 0; c < k; c++) {                                                   \
-                    P##_PARAMS;                                                                  \
-                    double8 a = (double8)(0.0), ai = (double8)(0.0);                             \
-                    P##_M cl = (P##_M)(0);                                                       \
-                    if (nb == 0 && !outl) {                                                      \
-                        for (uint r = 0; r < rows; r++) {                                        \
-                            P##_V v = vload8(r, xb);                                             \
-                            QK_SEG_ERR_ROW_PLAIN(P, v);                                          \
-                        }                                                                        \
-                    } else if (nb == 0) {                                                        \
-                        for (uint r = 0; r < rows; r++) {                                        \
-                            P##_V v = vload8(r, xb);                                             \
-                            QK_SEG_ERR_ROW_FENCED(P, v);                                         \
-                        }                                                                        \
-                    } else {                                                                     \
-                        for (uint r = 0; r < rows; r++) {                                        \
-                            P##_V v = vload8(r, xb);                                             \
-                            QK_SEG_ERR_ROW(P, v, ~P##_NONFIN8(v));                               \
-                        }                                                                        \
-                    }                                                                            \
-                    if (rem) QK_SEG_ERR_ROW(P, tail, tmask);                                     \
-                    ps[c] += qk_tree8(a);                                                        \
-                    pi[c] += outl ? qk_tree8(ai) : qk_tree8(a);                                  \
-                    pc[c] += (uint)(-P##_HSUM(cl));                                              \
-                }                                                                                \
-            }                                                                                    \
-            o_cnt[4 * p] = fin;                                                                  \
-            o_cnt[4 * p + 1] = inl;                                                              \
-            o_cnt[4 * p + 2] = bad;                                                              \
-            o_cnt[4 * p + 3] = first;                                                            \
+            ulong g = p / ppseg, s0 = (p - g * ppseg) * QK_SB;                                   \
+            P##_SEG_SETUP(g);                                                                    \
+            QK_ERROR_SUPERBLOCK(P, x + g * seg, s0, min(seg, s0 + QK_SB), o_sse + p * k,         \
+                                o_in + p * k, o_clip + p * k, o_cnt + 4 * p);                    \
         }                                                                                        \
     }
 
