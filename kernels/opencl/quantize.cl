@@ -13,6 +13,39 @@
 
 #define QK_BIG 8589934592.0f /* 2^33 */
 
+/* The per-element arithmetic, shared by the per-tensor kernels here and the
+ * segmented ones (segment.cl): a row of 8 codes at X + I -> Q + I, or one.
+ * VT/ST: float8/float or double8/double; S is the scale in that precision. */
+#define QK_QUANT8_FAST(X, Q, I, S, ZP, LO, HI, CONV8)                                             \
+    do {                                                                                          \
+        float8 r_ = QK_RINT(vload8(0, (X) + (I)) / (S));                                          \
+        r_ = select(r_, (float8)(0.0f), isnan(r_));                                               \
+        r_ = select(r_, (float8)(LO), r_ < (LO));                                                 \
+        r_ = select(r_, (float8)(HI), r_ > (HI));                                                 \
+        vstore8(CONV8(convert_int8(r_) + (ZP)), 0, (Q) + (I));                                    \
+    } while (0)
+
+#define QK_QUANT8(VT, X, Q, I, S, ZP, QMIN, QMAX, CONV8)                                          \
+    do {                                                                                          \
+        VT r_ = QK_RINT(vload8(0, (X) + (I)) / (S));                                              \
+        r_ = select(r_, (VT)(0), isnan(r_));                                                      \
+        r_ = select(r_, (VT)(-QK_BIG), r_ < (VT)(-QK_BIG));                                       \
+        r_ = select(r_, (VT)(QK_BIG), r_ > (VT)(QK_BIG));                                         \
+        long8 t_ = convert_long8(r_) + (long)(ZP);                                                \
+        t_ = select(t_, (long8)((long)(QMIN)), t_ < (long)(QMIN));                                \
+        t_ = select(t_, (long8)((long)(QMAX)), t_ > (long)(QMAX));                                \
+        vstore8(CONV8(convert_int8(t_)), 0, (Q) + (I));                                           \
+    } while (0)
+
+#define QK_QUANT1(ST, X, Q, I, S, ZP, QMIN, QMAX, CONV1)                                          \
+    do {                                                                                          \
+        ST r_ = rint((X)[I] / (S));                                                               \
+        if (isnan(r_)) r_ = (ST)0;                                                                \
+        r_ = clamp(r_, (ST)-QK_BIG, (ST)QK_BIG);                                                  \
+        long t_ = clamp((long)r_ + (long)(ZP), (long)(QMIN), (long)(QMAX));                       \
+        (Q)[I] = CONV1((int)t_);                                                                  \
+    } while (0)
+
 #define QK_DEFINE_QUANT_F32(NAME, OT, CONV8, CONV1)                                              \
     __kernel void qk_quantize_f32_##NAME(__global const float *x, ulong xoff, ulong n,           \
                                          __global OT *q, ulong qoff, float scale, int zp,         \
@@ -25,32 +58,14 @@
         uint lid = get_local_id(0);                                                               \
         ulong vend = b + ((e - b) & ~(ulong)7);                                                   \
         if (fast) {                                                                               \
-            for (ulong i = b + 8 * (ulong)lid; i < vend; i += 8 * (ulong)QK_WG) {                 \
-                float8 r = QK_RINT(vload8(0, x + i) / scale);                                        \
-                r = select(r, (float8)(0.0f), isnan(r));                                          \
-                r = select(r, (float8)(lo), r < lo);                                              \
-                r = select(r, (float8)(hi), r > hi);                                              \
-                vstore8(CONV8(convert_int8(r) + zp), 0, q + i);                                   \
-            }                                                                                     \
+            for (ulong i = b + 8 * (ulong)lid; i < vend; i += 8 * (ulong)QK_WG)                   \
+                QK_QUANT8_FAST(x, q, i, scale, zp, lo, hi, CONV8);                                \
         } else {                                                                                  \
-            for (ulong i = b + 8 * (ulong)lid; i < vend; i += 8 * (ulong)QK_WG) {                 \
-                float8 r = QK_RINT(vload8(0, x + i) / scale);                                        \
-                r = select(r, (float8)(0.0f), isnan(r));                                          \
-                r = select(r, (float8)(-QK_BIG), r < -QK_BIG);                                    \
-                r = select(r, (float8)(QK_BIG), r > QK_BIG);                                      \
-                long8 t = convert_long8(r) + (long)zp;                                            \
-                t = select(t, (long8)((long)qmin), t < (long)qmin);                               \
-                t = select(t, (long8)((long)qmax), t > (long)qmax);                               \
-                vstore8(CONV8(convert_int8(t)), 0, q + i);                                        \
-            }                                                                                     \
+            for (ulong i = b + 8 * (ulong)lid; i < vend; i += 8 * (ulong)QK_WG)                   \
+                QK_QUANT8(float8, x, q, i, scale, zp, qmin, qmax, CONV8);                  \
         }                                                                                         \
-        for (ulong i = vend + lid; i < e; i += QK_WG) {                                           \
-            float r = rint(x[i] / scale);                                                         \
-            if (isnan(r)) r = 0.0f;                                                               \
-            r = clamp(r, -QK_BIG, QK_BIG);                                                        \
-            long t = clamp((long)r + (long)zp, (long)qmin, (long)qmax);                           \
-            q[i] = CONV1((int)t);                                                                 \
-        }                                                                                         \
+        for (ulong i = vend + lid; i < e; i += QK_WG)                                             \
+            QK_QUANT1(float, x, q, i, scale, zp, qmin, qmax, CONV1);                              \
     }
 
 QK_DEFINE_QUANT_F32(u8, uchar, convert_uchar8, convert_uchar)
@@ -73,23 +88,10 @@ QK_DEFINE_QUANT_F32(i32, int, convert_int8, convert_int)
         uint lid = get_local_id(0);                                                               \
         double s = (double)scale;                                                                 \
         ulong vend = b + ((e - b) & ~(ulong)7);                                                   \
-        for (ulong i = b + 8 * (ulong)lid; i < vend; i += 8 * (ulong)QK_WG) {                     \
-            double8 r = QK_RINT(vload8(0, x + i) / s);                                               \
-            r = select(r, (double8)(0.0), isnan(r));                                              \
-            r = select(r, (double8)(-(double)QK_BIG), r < -(double)QK_BIG);                       \
-            r = select(r, (double8)((double)QK_BIG), r > (double)QK_BIG);                         \
-            long8 t = convert_long8(r) + (long)zp;                                                \
-            t = select(t, (long8)((long)qmin), t < (long)qmin);                                   \
-            t = select(t, (long8)((long)qmax), t > (long)qmax);                                   \
-            vstore8(CONV8(convert_int8(t)), 0, q + i);                                            \
-        }                                                                                         \
-        for (ulong i = vend + lid; i < e; i += QK_WG) {                                           \
-            double r = rint(x[i] / s);                                                            \
-            if (isnan(r)) r = 0.0;                                                                \
-            r = clamp(r, -(double)QK_BIG, (double)QK_BIG);                                        \
-            long t = clamp((long)r + (long)zp, (long)qmin, (long)qmax);                           \
-            q[i] = CONV1((int)t);                                                                 \
-        }                                                                                         \
+        for (ulong i = b + 8 * (ulong)lid; i < vend; i += 8 * (ulong)QK_WG)                       \
+            QK_QUANT8(double8, x, q, i, s, zp, qmin, qmax, CONV8);                         \
+        for (ulong i = vend + lid; i < e; i += QK_WG)                                             \
+            QK_QUANT1(double, x, q, i, s, zp, qmin, qmax, CONV1);                                 \
     }
 
 QK_DEFINE_QUANT_F64(u8, uchar, convert_uchar8, convert_uchar)

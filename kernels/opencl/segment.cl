@@ -257,8 +257,6 @@ QK_DEFINE_SEG_SELECT(64, ulong)
     } while (0)
 #endif
 
-#define QK_SEG_BIG 8589934592.0f /* 2^33, as quantize.cl's QK_BIG */
-
 #define QK_DEFINE_SEG_QUANT_F32(NAME, OT, CONV8, CONV1)                                          \
     inline void qk_seg_quant_f32_##NAME##_range(__global const float *restrict x,               \
                                                 __global OT *restrict q, ulong seg,              \
@@ -274,32 +272,12 @@ QK_DEFINE_SEG_SELECT(64, ulong)
             float lo = (float)lo_l, hi = (float)hi_l; /* exact whenever fast */                  \
             ulong vend = i + ((se - i) & ~(ulong)7);                                             \
             if (fast) {                                                                          \
-                for (; i < vend; i += 8) {                                                       \
-                    float8 r = QK_RINT(vload8(0, x + i) / scale);                                \
-                    r = select(r, (float8)(0.0f), isnan(r));                                     \
-                    r = select(r, (float8)(lo), r < lo);                                         \
-                    r = select(r, (float8)(hi), r > hi);                                         \
-                    vstore8(CONV8(convert_int8(r) + zp), 0, q + i);                              \
-                }                                                                                \
+                for (; i < vend; i += 8) QK_QUANT8_FAST(x, q, i, scale, zp, lo, hi, CONV8);      \
             } else {                                                                             \
-                for (; i < vend; i += 8) {                                                       \
-                    float8 r = QK_RINT(vload8(0, x + i) / scale);                                \
-                    r = select(r, (float8)(0.0f), isnan(r));                                     \
-                    r = select(r, (float8)(-QK_SEG_BIG), r < -QK_SEG_BIG);                       \
-                    r = select(r, (float8)(QK_SEG_BIG), r > QK_SEG_BIG);                         \
-                    long8 t = convert_long8(r) + (long)zp;                                       \
-                    t = select(t, (long8)((long)qmin), t < (long)qmin);                          \
-                    t = select(t, (long8)((long)qmax), t > (long)qmax);                          \
-                    vstore8(CONV8(convert_int8(t)), 0, q + i);                                   \
-                }                                                                                \
+                for (; i < vend; i += 8)                                                         \
+                    QK_QUANT8(float8, x, q, i, scale, zp, qmin, qmax, CONV8);             \
             }                                                                                    \
-            for (; i < se; i++) {                                                                \
-                float r = rint(x[i] / scale);                                                    \
-                if (isnan(r)) r = 0.0f;                                                          \
-                r = clamp(r, -QK_SEG_BIG, QK_SEG_BIG);                                           \
-                long t = clamp((long)r + (long)zp, (long)qmin, (long)qmax);                      \
-                q[i] = CONV1((int)t);                                                            \
-            }                                                                                    \
+            for (; i < se; i++) QK_QUANT1(float, x, q, i, scale, zp, qmin, qmax, CONV1);         \
         }                                                                                        \
     }                                                                                            \
     __kernel void qk_seg_quantize_f32_##NAME(__global const float *restrict x, ulong xoff,      \
@@ -336,23 +314,8 @@ QK_DEFINE_SEG_QUANT_F32(i32, int, convert_int8, convert_int)
             double s = (double)as_float(prm[2 * b]);                                             \
             int zp = prm[2 * b + 1];                                                             \
             ulong vend = i + ((se - i) & ~(ulong)7);                                             \
-            for (; i < vend; i += 8) {                                                           \
-                double8 r = QK_RINT(vload8(0, x + i) / s);                                       \
-                r = select(r, (double8)(0.0), isnan(r));                                         \
-                r = select(r, (double8)(-(double)QK_SEG_BIG), r < -(double)QK_SEG_BIG);          \
-                r = select(r, (double8)((double)QK_SEG_BIG), r > (double)QK_SEG_BIG);            \
-                long8 t = convert_long8(r) + (long)zp;                                           \
-                t = select(t, (long8)((long)qmin), t < (long)qmin);                              \
-                t = select(t, (long8)((long)qmax), t > (long)qmax);                              \
-                vstore8(CONV8(convert_int8(t)), 0, q + i);                                       \
-            }                                                                                    \
-            for (; i < se; i++) {                                                                \
-                double r = rint(x[i] / s);                                                       \
-                if (isnan(r)) r = 0.0;                                                           \
-                r = clamp(r, -(double)QK_SEG_BIG, (double)QK_SEG_BIG);                           \
-                long t = clamp((long)r + (long)zp, (long)qmin, (long)qmax);                      \
-                q[i] = CONV1((int)t);                                                            \
-            }                                                                                    \
+            for (; i < vend; i += 8) QK_QUANT8(double8, x, q, i, s, zp, qmin, qmax, CONV8); \
+            for (; i < se; i++) QK_QUANT1(double, x, q, i, s, zp, qmin, qmax, CONV1);            \
         }                                                                                        \
     }                                                                                            \
     __kernel void qk_seg_quantize_f64_##NAME(__global const double *restrict x, ulong xoff,     \
@@ -392,17 +355,11 @@ QK_DEFINE_SEG_QUANT_F64(i32, int, convert_int8, convert_int)
             int fast = !(WIDE) && abs(zp) <= (uint)(1 << 23);                                    \
             ulong vend = i + ((se - i) & ~(ulong)7);                                             \
             if (fast) {                                                                          \
-                for (; i < vend; i += 8) {                                                       \
-                    int8 d = convert_int8(vload8(0, q + i)) - zp;                                \
-                    vstore8(convert_float8(d) * scale, 0, out + i);                              \
-                }                                                                                \
+                for (; i < vend; i += 8) QK_DEQUANT8_FAST(q, out, i, scale, zp);                 \
             } else {                                                                             \
-                for (; i < vend; i += 8) {                                                       \
-                    long8 d = convert_long8(vload8(0, q + i)) - (long)zp;                        \
-                    vstore8(convert_float8_rte(d) * scale, 0, out + i);                          \
-                }                                                                                \
+                for (; i < vend; i += 8) QK_DEQUANT8(q, out, i, scale, zp);                      \
             }                                                                                    \
-            for (; i < se; i++) out[i] = convert_float_rte((long)q[i] - (long)zp) * scale;       \
+            for (; i < se; i++) QK_DEQUANT1(q, out, i, scale, zp);                               \
         }                                                                                        \
     }                                                                                            \
     __kernel void qk_seg_dequantize_##NAME(__global const IT *restrict q, ulong qoff, ulong n,  \
