@@ -208,6 +208,32 @@ inline bool aligned16(const void *p)
     return ((uintptr_t)p & 15u) == 0;
 }
 
+// Warp trees of the error pass (error.cu, segment.cu): a fixed shuffle-down
+// order, so a sum's bits depend only on the 32 lanes' values.
+__device__ __forceinline__ double warp_sum(double v)
+{
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v = __dadd_rn(v, __shfl_down_sync(kFullMask, v, off));
+    return v;
+}
+
+__device__ __forceinline__ unsigned long long warp_sum(unsigned long long v)
+{
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(kFullMask, v, off);
+    return v;
+}
+
+__device__ __forceinline__ unsigned long long warp_min(unsigned long long v)
+{
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        const unsigned long long o = __shfl_down_sync(kFullMask, v, off);
+        v = o < v ? o : v;
+    }
+    return v;
+}
+
 } // namespace qkcu
 
 #endif

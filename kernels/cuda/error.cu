@@ -22,29 +22,8 @@ constexpr int kGroup = 4;                     // parameter sets per CUDA block (
 constexpr int kWarps = kThreads / 32;
 constexpr int64_t kBlock = QK_CU_ERROR_BLOCK; // elements per fixed block
 
-__device__ __forceinline__ double warp_sum(double v)
-{
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v = __dadd_rn(v, __shfl_down_sync(kFullMask, v, off));
-    return v;
-}
-
-__device__ __forceinline__ unsigned long long warp_sum(unsigned long long v)
-{
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(kFullMask, v, off);
-    return v;
-}
-
-__device__ __forceinline__ unsigned long long warp_min(unsigned long long v)
-{
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-        const unsigned long long o = __shfl_down_sync(kFullMask, v, off);
-        v = o < v ? o : v;
-    }
-    return v;
-}
+using qkcu::warp_min;
+using qkcu::warp_sum;
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)

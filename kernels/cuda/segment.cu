@@ -474,30 +474,9 @@ cudaError_t launch_seg_dequantize(cudaStream_t s, unsigned grid, const void *cod
 
 // ---- the error pass -------------------------------------------------------------------------
 
-// error.cu's trees, operand for operand.
-__device__ __forceinline__ double warp_sum(double v)
-{
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v = __dadd_rn(v, __shfl_down_sync(kFullMask, v, off));
-    return v;
-}
-
-__device__ __forceinline__ unsigned long long warp_sum(unsigned long long v)
-{
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(kFullMask, v, off);
-    return v;
-}
-
-__device__ __forceinline__ unsigned long long warp_min(unsigned long long v)
-{
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-        const unsigned long long o = __shfl_down_sync(kFullMask, v, off);
-        v = o < v ? o : v;
-    }
-    return v;
-}
+// error.cu's trees: the same functions (common.cuh).
+using qkcu::warp_min;
+using qkcu::warp_sum;
 
 // Up to kGroup parameter sets, in shared memory (as error.cu keeps them: fewer registers).
 struct ParamGroup {
