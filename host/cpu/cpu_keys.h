@@ -1,6 +1,7 @@
 /* Order-preserving integer keys for floats: the unsigned order of the keys is
  * the numeric order of the values, with -0 before +0 (a total order, so min, max
- * and order statistics are single, exact values on every backend). */
+ * and order statistics are single, exact values on every backend). Shared by
+ * the CPU backend and the host sides of the OpenCL and CUDA backends. */
 #ifndef QK_CPU_KEYS_H
 #define QK_CPU_KEYS_H
 
@@ -35,6 +36,13 @@ static inline double qk_unkey_f64(uint64_t k)
     double v;
     memcpy(&v, &u, sizeof v);
     return v;
+}
+
+/* The exact value of a key, as a double: a float32 key (the low 32 bits) when
+ * wide is 0, a float64 key otherwise. Every backend's host side uses this. */
+static inline double qk_key_value(uint64_t k, int wide)
+{
+    return wide ? qk_unkey_f64(k) : (double)qk_unkey_f32((uint32_t)k);
 }
 
 #endif

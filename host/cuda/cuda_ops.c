@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "../cpu/cpu_keys.h"
 #include "cuda_internal.h"
 
 static qk_status launch_status(qk_backend *be, const char *what, cudaError_t e)
@@ -15,14 +16,6 @@ static qk_status launch_status(qk_backend *be, const char *what, cudaError_t e)
 static int is_f64(const qk_tensor *t)
 {
     return t->dtype == QK_F64;
-}
-
-static double unkey_f64(unsigned long long k)
-{
-    uint64_t u = (k & 0x8000000000000000ull) ? (k & 0x7fffffffffffffffull) : ~(uint64_t)k;
-    double v;
-    memcpy(&v, &u, sizeof v);
-    return v;
 }
 
 /* ---- min/max ---------------------------------------------------------------------- */
@@ -55,8 +48,8 @@ qk_status qk_cu_op_minmax(qk_backend *be, const qk_tensor *x, qk_minmax_result *
     out->nonfinite_count = (int64_t)h->nonfinite;
     out->first_nonfinite = h->nonfinite ? (int64_t)h->first : -1;
     if (h->n_finite) {
-        out->min = unkey_f64(h->kmin);
-        out->max = unkey_f64(h->kmax);
+        out->min = qk_unkey_f64(h->kmin);
+        out->max = qk_unkey_f64(h->kmax);
         out->absmax = fmax(fabs(out->min), fabs(out->max)); /* +0, never -0, as the CPU reference */
     }
 done:

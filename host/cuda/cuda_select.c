@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../cpu/cpu_keys.h"
 #include "cuda_internal.h"
 
 static const int digits32[] = {11, 11, 10};
@@ -151,21 +152,6 @@ static qk_status descend(sel_ctx *s, sel_level *lv, int bits, int nr, int *node,
     return QK_OK;
 }
 
-static double key_value(const sel_ctx *s, uint64_t key)
-{
-    if (s->key_bytes == 4) {
-        uint32_t k = (uint32_t)key;
-        uint32_t u = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
-        float v;
-        memcpy(&v, &u, sizeof v);
-        return (double)v;
-    }
-    uint64_t u = (key & 0x8000000000000000ull) ? (key & 0x7fffffffffffffffull) : ~key;
-    double v;
-    memcpy(&v, &u, sizeof v);
-    return v;
-}
-
 qk_status qk_cu_op_select(qk_backend *be, const qk_tensor *x, unsigned flags, const int64_t *ranks, size_t nranks,
                           double *values)
 {
@@ -290,7 +276,7 @@ qk_status qk_cu_op_select(qk_backend *be, const qk_tensor *x, unsigned flags, co
             }
             shift -= digits[d];
         }
-        for (int i = 0; i < nr; i++) values[r0 + (size_t)i] = key_value(&s, lv->prefix[node[i]]);
+        for (int i = 0; i < nr; i++) values[r0 + (size_t)i] = qk_key_value(lv->prefix[node[i]], s.key_bytes == 8);
         for (int c = 0; c < 2; c++) {
             cu_free(be, cand[c], cand_bytes[c]);
             cand[c] = NULL;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../cpu/cpu_keys.h"
 #include "ocl.h"
 
 typedef struct minmax_job {
@@ -32,20 +33,6 @@ static qk_status minmax_span(ocl_backend *be, ocl_span *sp, void *user)
     clReleaseEvent(ran);
     if (err != CL_SUCCESS) return ocl_fail(be, err, "clEnqueueReadBuffer(minmax records)");
     return QK_OK;
-}
-
-static double unkey(uint64_t k, int wide)
-{
-    if (wide) {
-        uint64_t u = (k & 0x8000000000000000ull) ? (k & 0x7fffffffffffffffull) : ~k;
-        double v;
-        memcpy(&v, &u, sizeof v);
-        return v;
-    }
-    uint32_t k32 = (uint32_t)k, u = (k32 & 0x80000000u) ? (k32 & 0x7fffffffu) : ~k32;
-    float v;
-    memcpy(&v, &u, sizeof v);
-    return (double)v;
 }
 
 qk_status ocl_minmax(qk_backend *base, const qk_tensor *x, qk_minmax_result *out)
@@ -80,8 +67,8 @@ qk_status ocl_minmax(qk_backend *base, const qk_tensor *x, qk_minmax_result *out
         out->nonfinite_count = (int64_t)bad;
         out->first_nonfinite = bad ? (int64_t)first : -1;
         if (out->n_finite) {
-            out->min = unkey(kmin, job.wide);
-            out->max = unkey(kmax, job.wide);
+            out->min = qk_key_value(kmin, job.wide);
+            out->max = qk_key_value(kmax, job.wide);
             out->absmax = fmax(fabs(out->min), fabs(out->max));
         }
     }

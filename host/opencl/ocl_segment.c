@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../cpu/cpu_keys.h"
 #include "ocl.h"
 
 #define SEG_BATCH_MAX ((uint64_t)64 << 20) /* device bytes of one batch's buffers */
@@ -122,21 +123,6 @@ static size_t seg_elem_groups(const ocl_backend *be, uint64_t n)
     return g ? (size_t)g : 1;
 }
 
-/* The exact value of an order-preserving key (as ocl_minmax.c / ocl_select.c). */
-static double seg_unkey(uint64_t k, int wide)
-{
-    if (wide) {
-        uint64_t u = (k & 0x8000000000000000ull) ? (k & 0x7fffffffffffffffull) : ~k;
-        double v;
-        memcpy(&v, &u, sizeof v);
-        return v;
-    }
-    uint32_t k32 = (uint32_t)k, u = (k32 & 0x80000000u) ? (k32 & 0x7fffffffu) : ~k32;
-    float v;
-    memcpy(&v, &u, sizeof v);
-    return (double)v;
-}
-
 /* ---- min/max ------------------------------------------------------------------------ */
 
 /* Fold one segment's piece records as ocl_minmax folds its work-group records. */
@@ -159,8 +145,8 @@ static void minmax_fold(const uint64_t *rec, uint64_t seg, uint64_t plen, uint64
     out->nonfinite_count = (int64_t)bad;
     out->first_nonfinite = bad ? (int64_t)first : -1;
     if (out->n_finite) {
-        out->min = seg_unkey(kmin, wide);
-        out->max = seg_unkey(kmax, wide);
+        out->min = qk_key_value(kmin, wide);
+        out->max = qk_key_value(kmax, wide);
         out->absmax = fmax(fabs(out->min), fabs(out->max));
     }
 }
@@ -272,9 +258,9 @@ qk_status ocl_seg_select(qk_backend *base, const qk_tensor *x, int64_t seg, unsi
         if (st == QK_OK) {
             double *v = values + (size_t)b0 * nranks;
             if (wide) {
-                for (size_t i = 0; i < count; i++) v[i] = seg_unkey(((const uint64_t *)picked)[i], 1);
+                for (size_t i = 0; i < count; i++) v[i] = qk_key_value(((const uint64_t *)picked)[i], 1);
             } else {
-                for (size_t i = 0; i < count; i++) v[i] = seg_unkey(((const uint32_t *)picked)[i], 0);
+                for (size_t i = 0; i < count; i++) v[i] = qk_key_value(((const uint32_t *)picked)[i], 0);
             }
         }
         su = seg_unmap(be, d_out, picked);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../cpu/cpu_keys.h"
 #include "ocl.h"
 
 #define SEL_MAX_RANKS 1024            /* ranks per selection; more are done in batches */
@@ -247,20 +248,6 @@ static qk_status compact(sel_state *s, uint64_t targeted)
     return QK_OK;
 }
 
-static double key_value(uint64_t k, int wide)
-{
-    if (wide) {
-        uint64_t u = (k & 0x8000000000000000ull) ? (k & 0x7fffffffffffffffull) : ~k;
-        double v;
-        memcpy(&v, &u, sizeof v);
-        return v;
-    }
-    uint32_t k32 = (uint32_t)k, u = (k32 & 0x80000000u) ? (k32 & 0x7fffffffu) : ~k32;
-    float v;
-    memcpy(&v, &u, sizeof v);
-    return (double)v;
-}
-
 /* One selection of nranks (<= SEL_MAX_RANKS) sorted ranks. */
 static qk_status select_batch(sel_state *s, const int64_t *ranks, size_t nranks, double *values)
 {
@@ -314,7 +301,7 @@ static qk_status select_batch(sel_state *s, const int64_t *ranks, size_t nranks,
     }
     if (st == QK_OK) {
         for (size_t g = 0; g < ngroups; g++) {
-            for (size_t r = groups[g].r0; r < groups[g].r1; r++) values[r] = key_value(groups[g].prefix, s->wide);
+            for (size_t r = groups[g].r0; r < groups[g].r1; r++) values[r] = qk_key_value(groups[g].prefix, s->wide);
         }
     }
     ocl_release_mem(&s->cand);
