@@ -271,8 +271,19 @@ qk_status ocl_prefilter(ocl_backend *be, const qk_tensor *x, unsigned mode, cons
                         uint64_t room, cl_mem *cand, int64_t *ncand, int64_t *mapped, int *used);
 qk_status ocl_select(qk_backend *be, const qk_tensor *x, unsigned flags, const int64_t *ranks, size_t nranks,
                      double *values);
+/* The kernel offset of a code dtype in the U8, I8, U16, I16, I32 kernel runs. */
+int ocl_code_index(qk_dtype dt);
 qk_status ocl_quantize(qk_backend *be, const qk_tensor *x, const qk_qparams *params, qk_tensor *codes);
 qk_status ocl_dequantize(qk_backend *be, const qk_tensor *codes, const qk_qparams *params, qk_tensor *out);
+/* The smallest float >= d and the largest float <= d: x < d and x < ceil(d)
+ * agree for every float x (likewise x > d and x > floor(d)), so float32 data
+ * compares in float with the very answers of a double comparison (ocl_error.c,
+ * also for the segmented pass). */
+float ocl_float_ceil(double d);
+float ocl_float_floor(double d);
+/* One candidate as error.cl reads it: pf[8] floats (scale, qmin - zp, qmax - zp,
+ * the clip range as float bounds), pd[4] doubles (the same in double) unless NULL. */
+void ocl_pack_error_params(const qk_qparams *q, cl_float *pf, cl_double *pd);
 qk_status ocl_error(qk_backend *be, const qk_tensor *x, const qk_qparams *params, size_t k, double fence_lo,
                     double fence_hi, qk_error_sums *sums, qk_error_counts *counts);
 

@@ -32,7 +32,7 @@ typedef struct error_job {
 /* The smallest float >= d and the largest float <= d: x < d and x < ceil(d) agree
  * for every float x (likewise x > d and x > floor(d)), so float32 data compares
  * in float with the very answers of a double comparison. */
-static float float_ceil(double d)
+float ocl_float_ceil(double d)
 {
     if (d > FLT_MAX) return INFINITY;
     if (d < -FLT_MAX) return d == -INFINITY ? -INFINITY : -FLT_MAX;
@@ -40,12 +40,29 @@ static float float_ceil(double d)
     return (double)f < d ? nextafterf(f, INFINITY) : f;
 }
 
-static float float_floor(double d)
+float ocl_float_floor(double d)
 {
     if (d < -FLT_MAX) return -INFINITY;
     if (d > FLT_MAX) return d == INFINITY ? INFINITY : FLT_MAX;
     float f = (float)d;
     return (double)f > d ? nextafterf(f, -INFINITY) : f;
+}
+
+void ocl_pack_error_params(const qk_qparams *q, cl_float *pf, cl_double *pd)
+{
+    int64_t lo = (int64_t)q->qmin - q->zero_point, hi = (int64_t)q->qmax - q->zero_point;
+    memset(pf, 0, 8 * sizeof *pf);
+    pf[0] = q->scale;
+    pf[1] = (cl_float)lo; /* rounded to nearest: see error.cl */
+    pf[2] = (cl_float)hi;
+    pf[3] = ocl_float_ceil(q->clip_lo);
+    pf[4] = ocl_float_floor(q->clip_hi);
+    if (pd) {
+        pd[0] = (double)lo;
+        pd[1] = (double)hi;
+        pd[2] = q->clip_lo;
+        pd[3] = q->clip_hi;
+    }
 }
 
 static qk_status error_span(ocl_backend *be, ocl_span *sp, void *user)
@@ -97,19 +114,7 @@ static qk_status error_batch(ocl_backend *be, const qk_tensor *x, const qk_qpara
     cl_double *prmd = calloc(kb * 4, sizeof *prmd);
     qk_status st = QK_OK;
     if (!prm || !prmd) st = qk_set_error(be->base.ctx, QK_ERR_NO_MEMORY, "opencl: out of host memory");
-    for (size_t c = 0; st == QK_OK && c < kb; c++) {
-        const qk_qparams *q = &params[c0 + c];
-        int64_t lo = (int64_t)q->qmin - q->zero_point, hi = (int64_t)q->qmax - q->zero_point;
-        prm[8 * c] = q->scale;
-        prm[8 * c + 1] = (cl_float)lo; /* rounded to nearest: see error.cl */
-        prm[8 * c + 2] = (cl_float)hi;
-        prm[8 * c + 3] = float_ceil(q->clip_lo);
-        prm[8 * c + 4] = float_floor(q->clip_hi);
-        prmd[4 * c] = (double)lo;
-        prmd[4 * c + 1] = (double)hi;
-        prmd[4 * c + 2] = q->clip_lo;
-        prmd[4 * c + 3] = q->clip_hi;
-    }
+    for (size_t c = 0; st == QK_OK && c < kb; c++) ocl_pack_error_params(&params[c0 + c], prm + 8 * c, prmd + 4 * c);
     j->k = (cl_uint)kb;
     if (st == QK_OK) st = ocl_alloc(be, kb * 8 * sizeof *prm, CL_MEM_READ_ONLY, &j->prm);
     if (st == QK_OK) st = ocl_alloc(be, kb * 4 * sizeof *prmd, CL_MEM_READ_ONLY, &j->prmd);
@@ -161,8 +166,8 @@ qk_status ocl_error(qk_backend *base, const qk_tensor *x, const qk_qparams *para
     memset(&j, 0, sizeof j);
     j.kernel = x->dtype == QK_F64 ? OCL_K_ERROR_F64 : OCL_K_ERROR_F32;
     j.fences = !(fence_lo == -INFINITY && fence_hi == INFINITY);
-    j.flo = float_ceil(fence_lo);
-    j.fhi = float_floor(fence_hi);
+    j.flo = ocl_float_ceil(fence_lo);
+    j.fhi = ocl_float_floor(fence_hi);
     j.flo_d = fence_lo;
     j.fhi_d = fence_hi;
     uint64_t total_sb = ((uint64_t)x->n + QK_OCL_SB - 1) / QK_OCL_SB;

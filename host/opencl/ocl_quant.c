@@ -22,7 +22,7 @@ static qk_status quant_span(ocl_backend *be, ocl_span *sp, void *user)
                       sp->wait, &sp->done);
 }
 
-static int code_index(qk_dtype dt)
+int ocl_code_index(qk_dtype dt)
 {
     switch (dt) {
     case QK_U8: return 0;
@@ -43,7 +43,7 @@ qk_status ocl_quantize(qk_backend *base, const qk_tensor *x, const qk_qparams *p
     }
     quant_job j;
     j.kernel = (ocl_kernel_id)((x->dtype == QK_F64 ? OCL_K_QUANT_F64_U8 : OCL_K_QUANT_F32_U8) +
-                               code_index(codes->dtype));
+                               ocl_code_index(codes->dtype));
     j.scale = p->scale;
     j.zp = p->zero_point;
     j.qmin = p->qmin;
@@ -75,7 +75,7 @@ static qk_status dequant_span(ocl_backend *be, ocl_span *sp, void *user)
 qk_status ocl_dequantize(qk_backend *base, const qk_tensor *codes, const qk_qparams *p, qk_tensor *out)
 {
     dequant_job j;
-    j.kernel = (ocl_kernel_id)(OCL_K_DEQUANT_U8 + code_index(codes->dtype));
+    j.kernel = (ocl_kernel_id)(OCL_K_DEQUANT_U8 + ocl_code_index(codes->dtype));
     j.scale = p->scale;
     j.zp = p->zero_point;
     /* codes of at most 16 bits and |zp| <= 2^23: q - zp fits 24 bits, exact in int and float */

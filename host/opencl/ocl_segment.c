@@ -272,17 +272,6 @@ qk_status ocl_seg_select(qk_backend *base, const qk_tensor *x, int64_t seg, unsi
 
 /* ---- quantize and dequantize ------------------------------------------------------------- */
 
-static int seg_code_index(qk_dtype dt)
-{
-    switch (dt) {
-    case QK_U8: return 0;
-    case QK_I8: return 1;
-    case QK_U16: return 2;
-    case QK_I16: return 3;
-    default: return 4;
-    }
-}
-
 /* Upload the batch's (scale bits, zero point) pairs. */
 static qk_status upload_scales(ocl_backend *be, cl_mem mem, const qk_qparams *params, int64_t nb)
 {
@@ -330,7 +319,7 @@ qk_status ocl_seg_quantize(qk_backend *base, const qk_tensor *x, int64_t seg, co
     ocl_backend *be = ocl_of(base);
     if (x->dtype == QK_F64 && !be->fp64) return QK_ERR_UNSUPPORTED;
     ocl_kernel_id k = (ocl_kernel_id)((x->dtype == QK_F64 ? OCL_K_SEG_QUANT_F64_U8 : OCL_K_SEG_QUANT_F32_U8) +
-                                      seg_code_index(codes->dtype));
+                                      ocl_code_index(codes->dtype));
     cl_int range[2] = {params[0].qmin, params[0].qmax};
     return seg_elementwise(be, k, x, codes, seg, params, range, 2);
 }
@@ -339,7 +328,7 @@ qk_status ocl_seg_dequantize(qk_backend *base, const qk_tensor *codes, int64_t s
                              qk_tensor *out)
 {
     ocl_backend *be = ocl_of(base);
-    ocl_kernel_id k = (ocl_kernel_id)(OCL_K_SEG_DEQUANT_U8 + seg_code_index(codes->dtype));
+    ocl_kernel_id k = (ocl_kernel_id)(OCL_K_SEG_DEQUANT_U8 + ocl_code_index(codes->dtype));
     return seg_elementwise(be, k, codes, out, seg, params, NULL, 0);
 }
 
@@ -357,24 +346,6 @@ qk_status ocl_widen(qk_backend *base, const qk_tensor *x, qk_tensor *out)
 }
 
 /* ---- the fused error pass ---------------------------------------------------------------- */
-
-/* The float bounds ocl_error.c compares float32 data with: the smallest float
- * >= d and the largest float <= d (the same answers as comparing in double). */
-static float seg_float_ceil(double d)
-{
-    if (d > FLT_MAX) return INFINITY;
-    if (d < -FLT_MAX) return d == -INFINITY ? -INFINITY : -FLT_MAX;
-    float f = (float)d;
-    return (double)f < d ? nextafterf(f, INFINITY) : f;
-}
-
-static float seg_float_floor(double d)
-{
-    if (d < -FLT_MAX) return -INFINITY;
-    if (d > FLT_MAX) return d == INFINITY ? INFINITY : FLT_MAX;
-    float f = (float)d;
-    return (double)f > d ? nextafterf(f, -INFINITY) : f;
-}
 
 typedef struct seg_err_bufs {
     cl_mem prm, prmd, fen_f, fen_d, sse, in, clip, cnt;
@@ -396,26 +367,10 @@ static qk_status upload_error_params(ocl_backend *be, const seg_err_bufs *d, con
     if (st == QK_OK && wide) {
         st = seg_map(be, d->fen_d, (size_t)nb * 2 * sizeof *fd, CL_MAP_WRITE_INVALIDATE_REGION, (void **)&fd);
     }
-    for (size_t c = 0; st == QK_OK && c < nk; c++) {
-        const qk_qparams *q = &params[c];
-        int64_t lo = (int64_t)q->qmin - q->zero_point, hi = (int64_t)q->qmax - q->zero_point;
-        cl_float *pf = prm + 8 * c;
-        memset(pf, 0, 8 * sizeof *pf);
-        pf[0] = q->scale;
-        pf[1] = (cl_float)lo; /* rounded to nearest, as ocl_error.c */
-        pf[2] = (cl_float)hi;
-        pf[3] = seg_float_ceil(q->clip_lo);
-        pf[4] = seg_float_floor(q->clip_hi);
-        if (wide) {
-            prmd[4 * c] = (double)lo;
-            prmd[4 * c + 1] = (double)hi;
-            prmd[4 * c + 2] = q->clip_lo;
-            prmd[4 * c + 3] = q->clip_hi;
-        }
-    }
+    for (size_t c = 0; st == QK_OK && c < nk; c++) ocl_pack_error_params(&params[c], prm + 8 * c, wide ? prmd + 4 * c : NULL);
     for (int64_t g = 0; st == QK_OK && g < nb; g++) {
-        ff[2 * g] = seg_float_ceil(fences[2 * g]);
-        ff[2 * g + 1] = seg_float_floor(fences[2 * g + 1]);
+        ff[2 * g] = ocl_float_ceil(fences[2 * g]);
+        ff[2 * g + 1] = ocl_float_floor(fences[2 * g + 1]);
         if (wide) {
             fd[2 * g] = fences[2 * g];
             fd[2 * g + 1] = fences[2 * g + 1];
