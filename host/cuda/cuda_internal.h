@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <cuda_runtime_api.h>
 
@@ -105,6 +106,26 @@ void cu_host_free(void *p, int pageable);
 
 /* Wait for all three streams (errors of the wait are reported). */
 qk_status cu_sync(qk_backend *be);
+
+/* QK_OK, or the launch error of what, reported. */
+static inline qk_status cu_launch_status(qk_backend *be, const char *what, cudaError_t e)
+{
+    return e == cudaSuccess ? QK_OK : cu_fail(be, what, e);
+}
+
+/* Parameters as the kernels read them (cuda_ops.c, cuda_segment.c). */
+static inline qk_cu_qparam cu_param_of(const qk_qparams *q)
+{
+    qk_cu_qparam p;
+    memset(&p, 0, sizeof p);
+    p.scale = q->scale;
+    p.zero_point = q->zero_point;
+    p.qmin = q->qmin;
+    p.qmax = q->qmax;
+    p.clip_lo = q->clip_lo;
+    p.clip_hi = q->clip_hi;
+    return p;
+}
 
 /* The per-tensor operations (cuda_ops.c, cuda_select.c). */
 qk_status qk_cu_op_minmax(qk_backend *be, const qk_tensor *x, qk_minmax_result *out);

@@ -8,11 +8,6 @@
 #include "../cpu/cpu_keys.h"
 #include "cuda_internal.h"
 
-static qk_status launch_status(qk_backend *be, const char *what, cudaError_t e)
-{
-    return e == cudaSuccess ? QK_OK : cu_fail(be, what, e);
-}
-
 static int is_f64(const qk_tensor *t)
 {
     return t->dtype == QK_F64;
@@ -24,7 +19,7 @@ static qk_status minmax_chunk(qk_backend *be, void *user, const void *din, void 
 {
     const qk_tensor *x = user;
     cu_state *cu = cu_of(be);
-    return launch_status(be, "minmax kernel launch",
+    return cu_launch_status(be, "minmax kernel launch",
                          qk_cu_minmax(cu->compute, cu->sms, is_f64(x), din, count, base,
                                       (qk_cu_minmax_acc *)cu->dscratch));
 }
@@ -63,31 +58,18 @@ typedef struct quant_job {
     qk_cu_qparam p;
 } quant_job;
 
-static qk_cu_qparam to_cu(const qk_qparams *q)
-{
-    qk_cu_qparam p;
-    memset(&p, 0, sizeof p);
-    p.scale = q->scale;
-    p.zero_point = q->zero_point;
-    p.qmin = q->qmin;
-    p.qmax = q->qmax;
-    p.clip_lo = q->clip_lo;
-    p.clip_hi = q->clip_hi;
-    return p;
-}
-
 static qk_status quant_chunk(qk_backend *be, void *user, const void *din, void *dout, int64_t base, int64_t count)
 {
     const quant_job *j = user;
     cu_state *cu = cu_of(be);
     (void)base;
-    return launch_status(be, "quantize kernel launch",
+    return cu_launch_status(be, "quantize kernel launch",
                          qk_cu_quantize(cu->compute, cu->sms, j->xt, din, j->ct, dout, count, j->p));
 }
 
 qk_status qk_cu_op_quantize(qk_backend *be, const qk_tensor *x, const qk_qparams *params, qk_tensor *codes)
 {
-    quant_job j = {x->dtype, codes->dtype, to_cu(params)};
+    quant_job j = {x->dtype, codes->dtype, cu_param_of(params)};
     return cu_for_chunks(be, x, codes, 4, QK_CU_MAX_LAUNCH, quant_chunk, &j);
 }
 
@@ -96,14 +78,14 @@ static qk_status dequant_chunk(qk_backend *be, void *user, const void *din, void
     const quant_job *j = user;
     cu_state *cu = cu_of(be);
     (void)base;
-    return launch_status(be, "dequantize kernel launch",
+    return cu_launch_status(be, "dequantize kernel launch",
                          qk_cu_dequantize(cu->compute, cu->sms, j->ct, din, dout, count, j->p.scale,
                                           j->p.zero_point));
 }
 
 qk_status qk_cu_op_dequantize(qk_backend *be, const qk_tensor *codes, const qk_qparams *params, qk_tensor *out)
 {
-    quant_job j = {QK_F32, codes->dtype, to_cu(params)};
+    quant_job j = {QK_F32, codes->dtype, cu_param_of(params)};
     return cu_for_chunks(be, codes, out, 4, QK_CU_MAX_LAUNCH, dequant_chunk, &j);
 }
 
@@ -128,7 +110,7 @@ static qk_status error_chunk(qk_backend *be, void *user, const void *din, void *
     const error_job *j = user;
     cu_state *cu = cu_of(be);
     (void)dout;
-    return launch_status(be, "error kernel launch",
+    return cu_launch_status(be, "error kernel launch",
                          qk_cu_error(cu->compute, j->is_f64, din, count, base, j->params, j->k, j->fence_lo,
                                      j->fence_hi, j->partial, j->clipped, j->counts, j->run));
 }
@@ -174,7 +156,7 @@ qk_status qk_cu_op_error(qk_backend *be, const qk_tensor *x, const qk_qparams *p
         st = qk_set_error(be->ctx, QK_ERR_NO_MEMORY, "cuda: out of host memory for %zu parameter sets", k);
         goto done;
     }
-    for (size_t c = 0; c < k; c++) hp[c] = to_cu(&params[c]);
+    for (size_t c = 0; c < k; c++) hp[c] = cu_param_of(&params[c]);
     if ((st = cu_alloc(be, params_bytes, CU_REQUIRED, (void **)&j.params)) != QK_OK) goto done;
     if ((st = cu_alloc(be, run_bytes, CU_REQUIRED, (void **)&j.run)) != QK_OK) goto done;
     if ((st = cu_alloc(be, clipped_bytes, CU_REQUIRED, (void **)&j.clipped)) != QK_OK) goto done;

@@ -34,11 +34,6 @@ _Static_assert(sizeof(qk_cu_seg_counts) == sizeof(qk_error_counts) && offsetof(q
                "qk_cu_seg_counts must match qk_error_counts");
 _Static_assert(sizeof(long long) == sizeof(int64_t), "64-bit records");
 
-static qk_status launch_status(qk_backend *be, const char *what, cudaError_t e)
-{
-    return e == cudaSuccess ? QK_OK : cu_fail(be, what, e);
-}
-
 static int is_float(qk_dtype t)
 {
     return t == QK_F32 || t == QK_F64;
@@ -59,19 +54,6 @@ static int seg_fits(const qk_tensor *x, int64_t seg)
 static size_t align_up(size_t v)
 {
     return (v + QK_CU_SEG_ALIGN - 1) / QK_CU_SEG_ALIGN * QK_CU_SEG_ALIGN;
-}
-
-static qk_cu_qparam to_cu(const qk_qparams *q)
-{
-    qk_cu_qparam p;
-    memset(&p, 0, sizeof p);
-    p.scale = q->scale;
-    p.zero_point = q->zero_point;
-    p.qmin = q->qmin;
-    p.qmax = q->qmax;
-    p.clip_lo = q->clip_lo;
-    p.clip_hi = q->clip_hi;
-    return p;
 }
 
 /* ---- batches ---------------------------------------------------------------------------------- */
@@ -163,7 +145,7 @@ static qk_status upload_params(qk_backend *be, qk_cu_qparam *staging, qk_cu_qpar
 {
     const size_t m = (size_t)cnt * k;
     const qk_qparams *src = params + (size_t)b0 * k;
-    for (size_t i = 0; i < m; i++) staging[i] = to_cu(&src[i]);
+    for (size_t i = 0; i < m; i++) staging[i] = cu_param_of(&src[i]);
     return upload(be, dst, staging, m * sizeof *staging);
 }
 
@@ -180,7 +162,7 @@ qk_status qk_cu_op_seg_minmax(qk_backend *be, const qk_tensor *x, int64_t seg, q
     const char *xp = cu_tensor_ptr(x);
     for (int64_t b0 = 0; b0 < b.nseg && st == QK_OK; b0 += b.nb) {
         const int64_t cnt = b.nseg - b0 < b.nb ? b.nseg - b0 : b.nb;
-        st = launch_status(be, "segmented minmax kernel launch",
+        st = cu_launch_status(be, "segmented minmax kernel launch",
                            qk_cu_seg_minmax(cu->compute, cu->sms, x->dtype == QK_F64, xp + (size_t)(b0 * seg) * es,
                                             seg, cnt, b.arr[0], b.arr[1]));
         if (st == QK_OK) st = fetch(be, out + b0, b.arr[1], (size_t)cnt * sizeof *out);
@@ -213,7 +195,7 @@ qk_status qk_cu_op_seg_select(qk_backend *be, const qk_tensor *x, int64_t seg, u
         const size_t m = (size_t)cnt * nranks;
         st = upload(be, b.arr[0], ranks + (size_t)b0 * nranks, m * sizeof *ranks);
         if (st != QK_OK) break;
-        st = launch_status(be, "segmented select kernel launch",
+        st = cu_launch_status(be, "segmented select kernel launch",
                            qk_cu_seg_select(cu->compute, f64, xp + (size_t)(b0 * seg) * es, seg, cnt, flags, b.arr[0],
                                             (int64_t)nranks, b.arr[1], b0, dbad));
         if (st == QK_OK) st = fetch(be, values + (size_t)b0 * nranks, b.arr[1], m * sizeof *values);
@@ -260,11 +242,11 @@ static qk_status seg_quant_run(const seg_quant *q)
         const void *src = ip + (size_t)(b0 * seg) * ies;
         void *dst = op + (size_t)(b0 * seg) * oes;
         if (q->dequant) {
-            st = launch_status(be, "segmented dequantize kernel launch",
+            st = cu_launch_status(be, "segmented dequantize kernel launch",
                                qk_cu_seg_dequantize(cu->compute, cu->sms, q->in->dtype, src, dst, cnt * seg, seg, 0,
                                                     b.arr[0]));
         } else {
-            st = launch_status(be, "segmented quantize kernel launch",
+            st = cu_launch_status(be, "segmented quantize kernel launch",
                                qk_cu_seg_quantize(cu->compute, cu->sms, q->in->dtype, src, q->out->dtype, dst,
                                                   cnt * seg, seg, 0, b.arr[0]));
         }
@@ -335,7 +317,7 @@ qk_status qk_cu_op_seg_error(qk_backend *be, const qk_tensor *x, int64_t seg, co
         st = upload_params(be, staging, b.arr[0], params, b0, cnt, k);
         if (st == QK_OK) st = upload(be, b.arr[1], fences + 2 * b0, (size_t)cnt * 2 * sizeof *fences);
         if (st != QK_OK) break;
-        st = launch_status(be, "segmented error kernel launch",
+        st = cu_launch_status(be, "segmented error kernel launch",
                            qk_cu_seg_error(cu->compute, cu->sms, x->dtype == QK_F64, xp + (size_t)(b0 * seg) * es, seg,
                                            cnt, b.arr[0], (int)k, b.arr[1], scratch, b.arr[2], dcounts));
         if (st == QK_OK) st = fetch(be, sums + (size_t)b0 * k, b.arr[2], (size_t)cnt * k * sizeof *sums);
@@ -359,7 +341,7 @@ qk_status qk_cu_op_widen(qk_backend *be, const qk_tensor *x, qk_tensor *out)
     qk_status st = QK_OK;
     for (int64_t start = 0; start < x->n && st == QK_OK; start += QK_CU_MAX_LAUNCH) {
         const int64_t cnt = x->n - start < QK_CU_MAX_LAUNCH ? x->n - start : QK_CU_MAX_LAUNCH;
-        st = launch_status(be, "widen kernel launch",
+        st = cu_launch_status(be, "widen kernel launch",
                            qk_cu_widen(cu->compute, cu->sms, x->dtype, xp + start, op + start, cnt));
     }
     qk_status s2 = cu_sync(be);
