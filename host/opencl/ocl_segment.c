@@ -367,7 +367,9 @@ static qk_status upload_error_params(ocl_backend *be, const seg_err_bufs *d, con
     if (st == QK_OK && wide) {
         st = seg_map(be, d->fen_d, (size_t)nb * 2 * sizeof *fd, CL_MAP_WRITE_INVALIDATE_REGION, (void **)&fd);
     }
-    for (size_t c = 0; st == QK_OK && c < nk; c++) ocl_pack_error_params(&params[c], prm + 8 * c, wide ? prmd + 4 * c : NULL);
+    for (size_t c = 0; st == QK_OK && c < nk; c++) {
+        ocl_pack_error_params(&params[c], prm + 8 * c, wide ? prmd + 4 * c : NULL);
+    }
     for (int64_t g = 0; st == QK_OK && g < nb; g++) {
         ff[2 * g] = ocl_float_ceil(fences[2 * g]);
         ff[2 * g + 1] = ocl_float_floor(fences[2 * g + 1]);

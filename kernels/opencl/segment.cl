@@ -440,10 +440,10 @@ __kernel void qk_widen(__global const ushort *restrict x, ulong xoff, ulong n, _
  * of a segment (65536 elements from the segment's start, the last one
  * shorter), summed by error.cl's QK_ERROR_SUPERBLOCK, the very code of the
  * per-tensor CPU kernel (with its per-type plumbing QK_F32_*, QK_F64_*). Per
- * segment g of the batch: candidate c's parameters at prm[8 (g k + c)] (and prmd[4 (g k + c)] for float64), the fences at
- * fen_f[2g] (float bounds rounded outward) or fen_d[2g]. Outputs per piece p
- * as error.cl's per super-block: sse[p k + c], in[p k + c], clip[p k + c],
- * cnt[4p + 0..3]. */
+ * segment g of the batch: candidate c's parameters at prm[8 (g k + c)] (and
+ * prmd[4 (g k + c)] for float64), the fences at fen_f[2g] (float bounds
+ * rounded outward) or fen_d[2g]. Outputs per piece p as error.cl's per
+ * super-block: sse[p k + c], in[p k + c], clip[p k + c], cnt[4p + 0..3]. */
 
 #if QK_FP64
 
