@@ -196,16 +196,6 @@ static uint64_t staged_bytes(qk_dtype dt)
     return dt == QK_F64 ? 8 : dt == QK_F32 ? 4 : 6;
 }
 
-static qk_tensor sub_tensor(const qk_tensor *t, int64_t first, int64_t n)
-{
-    qk_tensor v = *t;
-    size_t es = qk_dtype_size(t->dtype);
-    v.n = n;
-    if (v.host) v.host = (char *)v.host + (size_t)first * es;
-    else v.offset += first * (int64_t)es;
-    return v;
-}
-
 /* Calibrate the blocks of a block-ordered tensor in batches: each batch holds
  * near 2^19 candidate rows at most and fits the device, where it is staged.
  * With codes (block-ordered too), each batch is also quantized while staged. */
@@ -225,7 +215,7 @@ static qk_status calibrate_batches(qk_context *ctx, const qk_tensor *x, const qk
     double sse = 0.0;
     for (int64_t b0 = 0; st == QK_OK && b0 < g->count; b0 += nb) {
         int64_t m = g->count - b0 < nb ? g->count - b0 : nb, failed = -1;
-        qk_tensor v = sub_tensor(x, b0 * seg, m * seg);
+        qk_tensor v = qk_tensor_range(x, b0 * seg, m * seg);
         uint64_t code_bytes = codes && codes->host ? (uint64_t)v.n * qk_dtype_size(codes->dtype) : 0;
         qk_staged sx;
         st = qk_stage_float_device(ctx, &v, "qk_calibrate_blocks: x", code_bytes, &sx);
@@ -237,7 +227,7 @@ static qk_status calibrate_batches(qk_context *ctx, const qk_tensor *x, const qk
             sse += out->chosen[b0 + i].mse * (double)res[i].n;
         }
         if (st == QK_OK && codes) {
-            qk_tensor vc = sub_tensor(codes, b0 * seg, m * seg);
+            qk_tensor vc = qk_tensor_range(codes, b0 * seg, m * seg);
             st = seg_into(ctx, &sx.t, seg, out->params + b0, &vc, 1);
         }
         qk_staged_release(&sx);
@@ -396,7 +386,7 @@ static qk_status run_blocks(qk_context *ctx, const qk_tensor *in, const qk_layou
     int64_t nb = device_blocks(ctx, &in_ord, seg, per_elem, g.count);
     for (int64_t b0 = 0; st == QK_OK && b0 < g.count; b0 += nb) {
         int64_t m = g.count - b0 < nb ? g.count - b0 : nb;
-        qk_tensor vi = sub_tensor(&in_ord, b0 * seg, m * seg), vo = sub_tensor(&out_ord, b0 * seg, m * seg);
+        qk_tensor vi = qk_tensor_range(&in_ord, b0 * seg, m * seg), vo = qk_tensor_range(&out_ord, b0 * seg, m * seg);
         st = run_piece(ctx, &vi, seg, params + b0, &vo, quantize, fn);
     }
     if (st == QK_OK && g.runs > 1) st = scatter(ctx, &out_ord, &g, out);

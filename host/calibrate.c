@@ -321,10 +321,9 @@ qk_status qk_calibrate_staged(qk_context *ctx, const qk_tensor *x, qk_dtype inte
                               qk_calib_result *out)
 {
     memset(out, 0, sizeof *out);
-    qk_status st = check_options(ctx, opts);
     double *p = NULL;
     size_t k = 0;
-    if (st == QK_OK) st = candidate_list(ctx, opts, &p, &k);
+    qk_status st = qk_calib_plan(ctx, opts, &p, &k);
     if (st != QK_OK) return st;
     qk_candidate *cand = calloc(k, sizeof *cand);
     qk_seg_calib res;

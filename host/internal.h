@@ -82,6 +82,8 @@ qk_status qk_device_memory_limit(qk_context *ctx, uint64_t *bytes);
  * the backend's segmented member when it has one and every tensor is on the
  * device, else the per-tensor member segment by segment: the results are the
  * same either way. */
+/* Elements [first, first + n) of t as a tensor of their own (a view). */
+qk_tensor qk_tensor_range(const qk_tensor *t, int64_t first, int64_t n);
 qk_status qk_seg_minmax(qk_context *ctx, const qk_tensor *x, int64_t seg, qk_minmax_result *out);
 qk_status qk_seg_select(qk_context *ctx, const qk_tensor *x, int64_t seg, unsigned flags, const int64_t *ranks,
                         size_t nranks, double *values);

@@ -10,14 +10,19 @@
 
 #include "internal.h"
 
-static qk_tensor seg_view(const qk_tensor *t, int64_t seg, int64_t b)
+qk_tensor qk_tensor_range(const qk_tensor *t, int64_t first, int64_t n)
 {
     qk_tensor v = *t;
-    int64_t first = b * seg;
-    v.n = seg;
-    if (v.host) v.host = (char *)v.host + (size_t)first * qk_dtype_size(t->dtype);
-    else v.offset += first * (int64_t)qk_dtype_size(t->dtype);
+    int64_t es = (int64_t)qk_dtype_size(t->dtype);
+    v.n = n;
+    if (v.host) v.host = (char *)v.host + first * es;
+    else v.offset += first * es;
     return v;
+}
+
+static qk_tensor seg_view(const qk_tensor *t, int64_t seg, int64_t b)
+{
+    return qk_tensor_range(t, b * seg, seg);
 }
 
 /* Whether to offer a call to the segmented member: more than one segment, and
@@ -83,38 +88,40 @@ qk_status qk_seg_select(qk_context *ctx, const qk_tensor *x, int64_t seg, unsign
     return st;
 }
 
-qk_status qk_seg_quantize(qk_context *ctx, const qk_tensor *x, int64_t seg, const qk_qparams *params,
-                          qk_tensor *codes)
+/* quantize and dequantize: the same shape of call, in -> out with one
+ * parameter set per segment. */
+typedef qk_status (*seg_member)(qk_backend *, const qk_tensor *, int64_t, const qk_qparams *, qk_tensor *);
+typedef qk_status (*tensor_member)(qk_backend *, const qk_tensor *, const qk_qparams *, qk_tensor *);
+
+static qk_status seg_elementwise(qk_context *ctx, const qk_tensor *in, int64_t seg, const qk_qparams *params,
+                                 qk_tensor *out, seg_member fused, tensor_member each)
 {
     qk_backend *be = ctx->backend;
-    int64_t count = x->n / seg;
-    if (offer((const void *)be->iface->seg_quantize, count, x, codes)) {
-        qk_status st = be->iface->seg_quantize(be, x, seg, params, codes);
+    int64_t count = in->n / seg;
+    if (offer((const void *)fused, count, in, out)) {
+        qk_status st = fused(be, in, seg, params, out);
         if (st != QK_ERR_UNSUPPORTED) return st;
     }
     for (int64_t b = 0; b < count; b++) {
-        qk_tensor vx = seg_view(x, seg, b), vc = seg_view(codes, seg, b);
-        qk_status st = be->iface->quantize(be, &vx, &params[b], &vc);
+        qk_tensor vi = seg_view(in, seg, b), vo = seg_view(out, seg, b);
+        qk_status st = each(be, &vi, &params[b], &vo);
         if (st != QK_OK) return st;
     }
     return QK_OK;
 }
 
+qk_status qk_seg_quantize(qk_context *ctx, const qk_tensor *x, int64_t seg, const qk_qparams *params,
+                          qk_tensor *codes)
+{
+    const qk_backend_iface *f = ctx->backend->iface;
+    return seg_elementwise(ctx, x, seg, params, codes, f->seg_quantize, f->quantize);
+}
+
 qk_status qk_seg_dequantize(qk_context *ctx, const qk_tensor *codes, int64_t seg, const qk_qparams *params,
                             qk_tensor *out)
 {
-    qk_backend *be = ctx->backend;
-    int64_t count = codes->n / seg;
-    if (offer((const void *)be->iface->seg_dequantize, count, codes, out)) {
-        qk_status st = be->iface->seg_dequantize(be, codes, seg, params, out);
-        if (st != QK_ERR_UNSUPPORTED) return st;
-    }
-    for (int64_t b = 0; b < count; b++) {
-        qk_tensor vc = seg_view(codes, seg, b), vo = seg_view(out, seg, b);
-        qk_status st = be->iface->dequantize(be, &vc, &params[b], &vo);
-        if (st != QK_OK) return st;
-    }
-    return QK_OK;
+    const qk_backend_iface *f = ctx->backend->iface;
+    return seg_elementwise(ctx, codes, seg, params, out, f->seg_dequantize, f->dequantize);
 }
 
 qk_status qk_seg_error(qk_context *ctx, const qk_tensor *x, int64_t seg, const qk_qparams *params, size_t k,
