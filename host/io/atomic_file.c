@@ -150,6 +150,48 @@ qk_status qk_atomic_write(qk_atomic_file *f, const void *data, size_t len, char 
     return QK_OK;
 }
 
+qk_status qk_atomic_pwrite(qk_atomic_file *f, const void *data, size_t len, uint64_t offset, char *err,
+                           size_t err_len)
+{
+    if (f == NULL || f->tmp_path == NULL || f->fd < 0) {
+        qk_io_error(err, err_len, "qk_atomic_pwrite: file is not open");
+        return QK_ERR_INVALID_ARG;
+    }
+    if (data == NULL && len > 0) {
+        qk_io_error(err, err_len, "qk_atomic_pwrite: NULL data");
+        return QK_ERR_INVALID_ARG;
+    }
+    if (offset > (uint64_t)INT64_MAX - len) {
+        qk_io_error(err, err_len, "%s: write offset out of range", f->final_path);
+        return QK_ERR_INVALID_ARG;
+    }
+    const unsigned char *p = data;
+    while (len > 0) {
+        ssize_t w = pwrite(f->fd, p, len < MAX_WRITE ? len : MAX_WRITE, (off_t)offset);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            qk_io_error(err, err_len, "%s: write failed: %s", f->final_path, w < 0 ? strerror(errno) : "no progress");
+            return QK_ERR_IO;
+        }
+        p += w;
+        len -= (size_t)w;
+        offset += (uint64_t)w;
+    }
+    return QK_OK;
+}
+
+/* The temporary is always a regular file today. */
+int qk_atomic_seekable(const qk_atomic_file *f)
+{
+    return f != NULL && f->tmp_path != NULL && f->fd >= 0;
+}
+
+int qk_atomic_fd(const qk_atomic_file *f)
+{
+    return f != NULL && f->tmp_path != NULL ? f->fd : -1;
+}
+
 /* Make the rename itself durable; a failure here loses nothing already written,
  * and some filesystems refuse fsync on directories, so it is best effort. */
 static void sync_parent_dir(const char *tmp_path)
