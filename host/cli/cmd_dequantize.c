@@ -15,6 +15,7 @@
 #include "json_out.h"
 #include "npy.h"
 #include "options.h"
+#include "outputs.h"
 #include "qkern.h"
 #include "report.h"
 
@@ -119,6 +120,8 @@ int cmd_dequantize(int argc, char **argv)
     int rc = parse(argc, argv, &a);
     if (rc)
         return rc < 0 ? CLI_EXIT_OK : rc;
+    if ((rc = cli_check_output("dequantize", a.output, &a.input, 1)) != 0)
+        return rc;
 
     qk_npy npy;
     if ((rc = cli_open_code_input(a.input, &npy)) != 0)

@@ -20,6 +20,7 @@
 #include "json_out.h"
 #include "model_format.h"
 #include "model_io.h"
+#include "outputs.h"
 #include "options.h"
 #include "prefetch.h"
 #include "progress.h"
@@ -450,6 +451,8 @@ int cmd_dequantize_model(int argc, char **argv)
     memset(&a, 0, sizeof a);
     a.backend = QK_BACKEND_AUTO;
     int rc = parse(argc, argv, &a);
+    if (rc == 0)
+        rc = cli_check_output(CMD, a.output, &a.input, 1);
     if (rc)
         return rc < 0 ? CLI_EXIT_OK : rc;
     dm_run r;

@@ -17,6 +17,7 @@
 #include "json_out.h"
 #include "npy.h"
 #include "options.h"
+#include "outputs.h"
 #include "qkern.h"
 #include "report.h"
 
@@ -300,6 +301,8 @@ int cmd_quantize(int argc, char **argv)
     int rc = parse(argc, argv, &a);
     if (rc)
         return rc < 0 ? CLI_EXIT_OK : rc;
+    if ((rc = cli_check_output("quantize", a.output, &a.input, 1)) != 0)
+        return rc;
 
     qk_npy npy;
     if ((rc = cli_open_float_input(a.input, &npy)) != 0)

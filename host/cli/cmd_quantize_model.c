@@ -26,6 +26,7 @@
 #include "json_out.h"
 #include "model_format.h"
 #include "model_io.h"
+#include "outputs.h"
 #include "options.h"
 #include "prefetch.h"
 #include "progress.h"
@@ -822,6 +823,8 @@ int cmd_quantize_model(int argc, char **argv)
     a.granularity = QK_PER_CHANNEL;
     a.axis = 0;
     int rc = parse(argc, argv, &a);
+    if (rc == 0)
+        rc = cli_check_output(CMD, a.output, &a.input, 1);
     if (rc == 0) {
         run r;
         memset(&r, 0, sizeof r);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "interrupt.h"
 #include "qkern.h"
 #include "report.h"
 
@@ -60,12 +61,16 @@ static int finish(int rc)
 {
     int bad = fflush(stdout) == EOF || ferror(stdout);
     if (bad && rc == CLI_EXIT_OK)
-        return cli_error("writing to stdout failed");
-    return rc;
+        rc = cli_error("writing to stdout failed");
+    return cli_interrupt_exit(rc);
 }
 
 int main(int argc, char **argv)
 {
+    /* First, before any thread exists: signals go to one thread, which drops
+     * temporaries (see interrupt.h). */
+    if (cli_interrupt_init() != 0)
+        fputs("qkern: warning: cannot start the signal thread; an interrupt may leave no cleanup\n", stderr);
     if (argc < 2)
         return cli_usage_error(NULL, "missing command");
 

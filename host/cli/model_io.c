@@ -3,12 +3,12 @@
 
 #include <inttypes.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "atomic_file.h"
 #include "cli.h"
 #include "report.h"
 
@@ -51,20 +51,10 @@ static int by_width(const void *a, const void *b)
 int model_probe_output(const char *path)
 {
     char err[512] = "";
-    qk_st_writer *w = NULL;
-    qk_status st = qk_st_writer_begin(path, &w, err, sizeof err);
+    qk_status st = qk_atomic_check(path, err, sizeof err); /* opens nothing: a FIFO would block */
     if (st != QK_OK)
         return cli_status_error(st, err, "cannot write %s", path);
-    qk_st_writer_abort(w);
     return 0;
-}
-
-static volatile sig_atomic_t held_signal;
-
-static void hold_signal(int sig)
-{
-    if (!held_signal)
-        held_signal = sig;
 }
 
 int model_write(const char *path, model_out *o, const char *const *meta_keys, const char *const *meta_values,
@@ -73,21 +63,8 @@ int model_write(const char *path, model_out *o, const char *const *meta_keys, co
     if (o->n > 1)
         qsort(o->t, o->n, sizeof *o->t, by_width);
 
-    /* A handler rather than a blocked mask: backends run threads of their own
-     * (PoCL, the CUDA runtime), and a process-directed signal may go to any
-     * thread that does not block it. */
-    static const int held[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
-    enum { N_HELD = sizeof held / sizeof held[0] };
-    struct sigaction hold, old[N_HELD];
-    memset(&hold, 0, sizeof hold);
-    hold.sa_handler = hold_signal;
-    hold.sa_flags = SA_RESTART;
-    sigemptyset(&hold.sa_mask);
-    held_signal = 0;
-    for (int k = 0; k < N_HELD; k++)
-        sigaction(held[k], &hold, &old[k]);
-    void (*old_xfsz)(int) = signal(SIGXFSZ, SIG_IGN);
-
+    /* Signals and SIGXFSZ are the CLI's (interrupt.c): an interrupt cancels
+     * the writer's temporary, a file-size limit is a write error. */
     char err[512] = "";
     qk_st_writer *w = NULL;
     qk_status st = qk_st_writer_begin(path, &w, err, sizeof err);
@@ -103,12 +80,6 @@ int model_write(const char *path, model_out *o, const char *const *meta_keys, co
     }
     qk_st_writer_abort(w);
 
-    if (old_xfsz != SIG_ERR)
-        signal(SIGXFSZ, old_xfsz);
-    for (int k = 0; k < N_HELD; k++)
-        sigaction(held[k], &old[k], NULL);
-    if (held_signal)
-        raise(held_signal); /* now that the output is whole, or its temporary gone */
     if (st != QK_OK)
         return cli_status_error(st, err, "writing %s", path);
     *bytes_out = model_file_size(path);

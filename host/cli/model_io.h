@@ -32,16 +32,15 @@ int model_out_add(model_out *o, const char *name, const char *st_dtype, int ndim
                   const void *data);
 void model_out_free(model_out *o);
 
-/* Create and drop the output's temporary now, so a missing directory or an
- * unwritable one is reported before any work. 0 or CLI_EXIT_RUNTIME (reported). */
+/* Check now that the output may be written (qk_atomic_check), so a missing
+ * or unwritable directory is reported before any work. 0 or CLI_EXIT_RUNTIME
+ * (reported). */
 int model_probe_output(const char *path);
 
 /* Write the tensors (wider element types first, otherwise in insertion order)
- * and the metadata entries to path, atomically. SIGINT, SIGTERM, SIGHUP and
- * SIGQUIT are held back while the file is written and renamed, so an
- * interrupt either comes before the temporary exists or after the output is
- * complete; SIGXFSZ is ignored so a file-size limit is a write error. On
- * success *bytes_out is the file's size. 0 or CLI_EXIT_RUNTIME (reported). */
+ * and the metadata entries to path, atomically (host/io/atomic_file.h). An
+ * interrupt (interrupt.h) cancels the write and the output stays as it was.
+ * On success *bytes_out is the file's size. 0 or CLI_EXIT_RUNTIME (reported). */
 int model_write(const char *path, model_out *o, const char *const *meta_keys, const char *const *meta_values,
                 size_t n_meta, uint64_t *bytes_out);
 
