@@ -9,6 +9,7 @@
 
 #include "args.h"
 #include "cli.h"
+#include "messages.h"
 #include "json_out.h"
 #include "options.h"
 #include "report.h"
@@ -59,6 +60,7 @@ int cli_calib_option(const char *cmd, int id, const char *value, qk_calib_option
         return 0;
     case OPT_IGNORE_NONFINITE:
         opts->ignore_nonfinite = 1;
+        cli_set_ignoring_nonfinite();
         return 0;
     default:
         return CLI_CALIB_NOT_MINE;

@@ -1,8 +1,9 @@
 /* qkern dequantize: integer codes back to float32, x = (q - zero_point) * scale.
- * The codes may come from any tool, so the parameters are given, not read
- * from a side file, and any zero point is accepted for signed codes too. */
+ * The codes may come from any tool: the parameters are given, and any zero
+ * point the codes' dtype can hold is accepted, for signed codes too. */
 #include <float.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -94,6 +95,23 @@ static int parse(int argc, char **argv, dequantize_args *a)
     return 0;
 }
 
+/* A zero point the codes cannot hold is a mistake on the command line. */
+static int check_zero_point(const dequantize_args *a, qk_dtype dtype)
+{
+    int64_t lo = INT32_MIN, hi = INT32_MAX;
+    switch (dtype) {
+    case QK_U8:  lo = 0;         hi = UINT8_MAX; break;
+    case QK_U16: lo = 0;         hi = UINT16_MAX; break;
+    case QK_I8:  lo = INT8_MIN;  hi = INT8_MAX; break;
+    case QK_I16: lo = INT16_MIN; hi = INT16_MAX; break;
+    default: break;
+    }
+    if (a->zero_point < lo || a->zero_point > hi)
+        return cli_usage_error("dequantize", "--zero-point %" PRId32 " is outside the range [%" PRId64 ", %" PRId64
+                               "] of %s's %s codes", a->zero_point, lo, hi, a->input, qk_dtype_name(dtype));
+    return 0;
+}
+
 /* qk_dequantize reads only scale and zero_point; the rest describes the code
  * dtype so the parameters are self-consistent (the dtype's whole range). */
 static void params_for(qk_dtype dtype, float scale, int32_t zero_point, qk_qparams *q)
@@ -129,7 +147,7 @@ int cmd_dequantize(int argc, char **argv)
     qk_context *ctx = NULL;
     void *out = NULL;
     size_t bytes = 0;
-    if ((rc = cli_context_open(a.backend, &ctx)) != 0)
+    if ((rc = check_zero_point(&a, npy.dtype)) != 0 || (rc = cli_context_open(a.backend, &ctx)) != 0)
         goto done;
 
     if ((uint64_t)npy.n > SIZE_MAX / sizeof(float)) {
@@ -150,6 +168,16 @@ int cmd_dequantize(int argc, char **argv)
     qk_status st = qk_dequantize(ctx, &codes, &q, &x);
     if (st != QK_OK) {
         rc = cli_lib_error(ctx, st, "dequantizing %s", a.input);
+        goto done;
+    }
+    int64_t overflow = 0;
+    for (int64_t i = 0; i < npy.n; i++)
+        overflow += !isfinite(((const float *)out)[i]);
+    if (overflow) {
+        char why[160];
+        snprintf(why, sizeof why, "%" PRId64 " of %" PRId64 " values overflow float32: |(q - zero_point) * scale| "
+                 "exceeds %.9g; nothing was written", overflow, npy.n, (double)FLT_MAX);
+        rc = cli_status_error(QK_ERR_RANGE, why, "dequantizing %s", a.input);
         goto done;
     }
     char err[512] = "";

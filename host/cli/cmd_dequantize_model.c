@@ -15,6 +15,7 @@
 #include "args.h"
 #include "big_alloc.h"
 #include "cli.h"
+#include "messages.h"
 #include "common_opts.h"
 #include "input.h"
 #include "json_out.h"
@@ -342,7 +343,10 @@ static int report(const dm_run *r, uint64_t bytes_in, uint64_t bytes_out)
                    qk_st_dtype_string(e->dtype), e->bits, e->scheme == QK_SYMMETRIC ? "symmetric" : "asymmetric",
                    gran, e->blocks, e->packed ? ", packed" : "");
         }
-        printf("  size: %.1f MB -> %.1f MB\n", (double)bytes_in / 1e6, (double)bytes_out / 1e6);
+        char in[16], out[16];
+        cli_format_size(bytes_in, in, sizeof in);
+        cli_format_size(bytes_out, out, sizeof out);
+        printf("  size: %s -> %s\n", in, out);
         return CLI_EXIT_OK;
     }
     cli_json js;

@@ -9,6 +9,7 @@
 #include "args.h"
 #include "calib_args.h"
 #include "cli.h"
+#include "messages.h"
 #include "common_opts.h"
 #include "input.h"
 #include "json_out.h"
@@ -132,6 +133,7 @@ static int report_json(const gridsearch_args *a, const qk_context *ctx, const qk
     cli_json_double(&j, j.root, "fence_hi", r->fence_hi);
     cli_json_int(&j, j.root, "n", r->n);
     cli_json_int(&j, j.root, "n_inliers", r->n_inliers);
+    cli_json_bool(&j, j.root, "at_grid_edge", cli_grid_edge(r, r->params.scheme) != 0);
     cJSON *list = cli_json_array(&j, j.root, "candidates");
     for (size_t k = 0; k < r->n_candidates; k++)
         add_candidate(&j, cli_json_object(&j, list, NULL), &r->candidates[k]);
@@ -192,6 +194,7 @@ int cmd_gridsearch(int argc, char **argv)
                               a.input);
         goto done;
     }
+    cli_grid_edge_warn(cli_grid_edge(&res, res.params.scheme), &res);
     if (a.json)
         rc = report_json(&a, ctx, &res);
     else

@@ -15,6 +15,7 @@
 #include "common_opts.h"
 #include "input.h"
 #include "json_out.h"
+#include "messages.h"
 #include "npy.h"
 #include "options.h"
 #include "outputs.h"
@@ -46,7 +47,8 @@ void cmd_quantize_usage(void)
           "  --include-zero         widen the asymmetric range to contain 0\n"
           "  --narrow-range         symmetric codes -(2^(B-1)-1)..2^(B-1)-1\n"
           "  --scale S              quantize with this scale instead of calibrating\n"
-          "  --zero-point Z         with --scale: the zero point (default 0; symmetric: 0)\n"
+          "  --zero-point Z         with --scale: the zero point, within the codes' range\n"
+          "                         [0, 2^B-1] (default 0; symmetric: 0)\n"
           "  --ignore-nonfinite     skip NaN/Inf when calibrating (NaN is coded as the\n"
           "                         zero point, +-Inf as qmax/qmin) instead of failing\n"
           "  --backend B            auto|cpu|opencl|cuda (default auto)\n"
@@ -144,6 +146,10 @@ static int parse(int argc, char **argv, quantize_args *a)
         if (a->calib.scheme == QK_SYMMETRIC && a->zero_point != 0)
             return cli_usage_error("quantize", "the symmetric scheme has zero point 0 (got %" PRId32 ")",
                                    a->zero_point);
+        if (a->calib.scheme == QK_ASYMMETRIC &&
+            (a->zero_point < 0 || (int64_t)a->zero_point > ((int64_t)1 << a->calib.bits) - 1))
+            return cli_usage_error("quantize", "--zero-point %" PRId32 " is outside the %d-bit codes' range [0, %" PRId64
+                                   "]", a->zero_point, a->calib.bits, ((int64_t)1 << a->calib.bits) - 1);
         if (a->calib.narrow_range && a->calib.scheme != QK_SYMMETRIC)
             return cli_usage_error("quantize", "--narrow-range applies only to --scheme symmetric");
         return 0;
@@ -159,6 +165,7 @@ typedef struct quantize_outcome {
     double fence_lo, fence_hi;
     int64_t clipped;
     double percentile; /* NaN when parameters were given */
+    int grid_edge;     /* gridsearch: the best percentile on a grid edge (cli_grid_edge) */
 } quantize_outcome;
 
 static int calibrate(const quantize_args *a, qk_context *ctx, const qk_tensor *x, quantize_outcome *out)
@@ -183,6 +190,10 @@ static int calibrate(const quantize_args *a, qk_context *ctx, const qk_tensor *x
     out->fence_hi = res.fence_hi;
     out->clipped = c->clipped;
     out->percentile = c->percentile;
+    if (a->calib.method == QK_CALIB_GRIDSEARCH) {
+        out->grid_edge = cli_grid_edge(&res, res.params.scheme);
+        cli_grid_edge_warn(out->grid_edge, &res);
+    }
     qk_calib_result_release(&res);
     return 0;
 }
@@ -266,6 +277,8 @@ static int report(const quantize_args *a, const qk_context *ctx, const qk_npy *n
         cli_json_double(&j, j.root, "mse_inliers", o->mse_inliers);
         cli_json_double(&j, j.root, "percentile", o->percentile); /* null for a given scale */
         cli_json_int(&j, j.root, "clipped", o->clipped);
+        if (a->calib.method == QK_CALIB_GRIDSEARCH && !a->have_scale)
+            cli_json_bool(&j, j.root, "at_grid_edge", o->grid_edge != 0);
         cli_json_string(&j, j.root, "calib", calib);
         cli_json_string(&j, j.root, "output", a->output);
         int rc = cli_json_emit(&j);

@@ -21,6 +21,7 @@
 #include "big_alloc.h"
 #include "calib_args.h"
 #include "cli.h"
+#include "messages.h"
 #include "common_opts.h"
 #include "input.h"
 #include "json_out.h"
@@ -315,6 +316,9 @@ static char *concat(const char *a, const char *b)
 static int plan(run *r)
 {
     const qm_args *a = r->a;
+    int rc = cli_check_includes(CMD, a->include.re, a->include.src, a->include.n, r->f);
+    if (rc)
+        return rc;
     r->n_jobs = qk_st_count(r->f);
     r->jobs = calloc(r->n_jobs ? r->n_jobs : 1, sizeof *r->jobs);
     if (!r->jobs)
@@ -739,7 +743,10 @@ static void report_text(const run *r, const totals *tot)
                tot->sse / (double)tot->elements, sq, tot->clipped);
     else
         printf("  total: nothing quantized\n");
-    printf("  size: %.1f MB -> %.1f MB (%.1f%%)\n", (double)tot->bytes_in / 1e6, (double)tot->bytes_out / 1e6,
+    char in[16], out[16];
+    cli_format_size(tot->bytes_in, in, sizeof in);
+    cli_format_size(tot->bytes_out, out, sizeof out);
+    printf("  size: %s -> %s (%.1f%%)\n", in, out,
            tot->bytes_in ? 100.0 * (double)tot->bytes_out / (double)tot->bytes_in : 0.0);
 }
 

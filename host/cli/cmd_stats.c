@@ -6,6 +6,7 @@
 
 #include "args.h"
 #include "cli.h"
+#include "messages.h"
 #include "common_opts.h"
 #include "input.h"
 #include "json_out.h"
@@ -64,6 +65,7 @@ static int parse(int argc, char **argv, stats_args *a)
             break;
         case OPT_IGNORE_NONFINITE:
             a->flags |= QK_IGNORE_NONFINITE;
+            cli_set_ignoring_nonfinite();
             break;
         }
     }

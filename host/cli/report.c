@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "cli.h"
+#include "messages.h"
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
@@ -44,7 +45,7 @@ int cli_lib_error(const qk_context *ctx, qk_status status, const char *fmt, ...)
     va_start(ap, fmt);
     vreport(status, ctx ? qk_context_message(ctx) : NULL, fmt, ap);
     va_end(ap);
-    if (status == QK_ERR_NONFINITE && ctx) {
+    if (status == QK_ERR_NONFINITE && ctx && !cli_ignoring_nonfinite()) {
         int64_t count = 0, first = -1;
         if (qk_context_nonfinite(ctx, &count, &first) == QK_OK && count > 0)
             fprintf(stderr, "qkern: hint: pass --ignore-nonfinite to skip the %" PRId64 " NaN/Inf value%s\n", count,
