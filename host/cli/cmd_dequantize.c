@@ -19,19 +19,25 @@
 #include "outputs.h"
 #include "qkern.h"
 #include "report.h"
+#include "tensor_st.h"
 
 void cmd_dequantize_usage(void)
 {
     fputs("Usage: qkern dequantize Q.npy -o OUT.npy --scale S --zero-point Z [--backend B] [--json]\n"
+          "       qkern dequantize Q.safetensors -o OUT.npy [--backend B] [--json]\n"
           "\n"
           "Dequantize integer codes (uint8, int8, uint16, int16 or int32 .npy) into a float32\n"
-          ".npy of the same shape: OUT = (Q - Z) * S, computed in float32. OUT.npy is written\n"
-          "to a temporary file and renamed, so a failure never leaves a partial file.\n"
+          ".npy of the same shape: OUT = (Q - Z) * S, computed in float32. A .safetensors\n"
+          "written by qkern quantize holds its codes with their scales and zero points (per\n"
+          "tensor, channel or group): no --scale is needed. A result that overflows float32\n"
+          "is an error. OUT.npy is replaced atomically (README, \"Outputs\"): a failure or an\n"
+          "interrupt leaves it as it was.\n"
           "\n"
           "Options:\n"
-          "  -o, --output OUT.npy   where to write the values (required)\n"
-          "  --scale S              the scale, a finite float32 > 0 (required)\n"
-          "  --zero-point Z         the zero point, an int32 (required; 0 for symmetric codes)\n"
+          "  -o, --output OUT.npy   where to write the values (required; - for stdout)\n"
+          "  --scale S              the scale, a finite float32 > 0 (required for .npy codes)\n"
+          "  --zero-point Z         the zero point, within the codes' dtype range (required\n"
+          "                         for .npy codes; 0 for symmetric codes)\n"
           "  --backend B            auto|cpu|opencl|cuda (default auto)\n"
           "  --json                 print {\"backend\",\"n\",\"scale\",\"zero_point\",\"output\"}\n"
           "  -h, --help             show this help\n",
@@ -88,6 +94,12 @@ static int parse(int argc, char **argv, dequantize_args *a)
         return cli_usage_error("dequantize", "missing input file");
     if (!a->output)
         return cli_usage_error("dequantize", "missing -o OUT.npy");
+    if (cli_is_safetensors_path(a->input)) {
+        if (a->have_scale || a->have_zero_point)
+            return cli_usage_error("dequantize", "%s holds its own scales and zero points: drop --scale and --zero-point",
+                                   a->input);
+        return 0;
+    }
     if (!a->have_scale)
         return cli_usage_error("dequantize", "missing --scale");
     if (!a->have_zero_point)
@@ -140,6 +152,8 @@ int cmd_dequantize(int argc, char **argv)
         return rc < 0 ? CLI_EXIT_OK : rc;
     if ((rc = cli_check_output("dequantize", a.output, &a.input, 1)) != 0)
         return rc;
+    if (cli_is_safetensors_path(a.input))
+        return cli_dequantize_st(a.input, a.output, a.backend, a.json);
 
     qk_npy npy;
     if ((rc = cli_open_code_input(a.input, &npy)) != 0)

@@ -15,23 +15,31 @@
 #include "common_opts.h"
 #include "input.h"
 #include "json_out.h"
+#include "model_format.h"
 #include "messages.h"
 #include "npy.h"
 #include "options.h"
 #include "outputs.h"
 #include "qkern.h"
 #include "report.h"
+#include "tensor_st.h"
 
 void cmd_quantize_usage(void)
 {
-    fputs("Usage: qkern quantize IN.npy -o OUT.npy [OPTIONS]\n"
+    fputs("Usage: qkern quantize IN.npy -o OUT.npy|OUT.safetensors [OPTIONS]\n"
           "\n"
-          "Quantize a float32/float64 .npy per tensor. OUT.npy holds the codes with IN's\n"
-          "shape: uint8/int8 up to 8 bits, uint16/int16 up to 16. It is written to a\n"
-          "temporary file and renamed, so a failure never leaves a partial OUT.npy.\n"
+          "Quantize a float32/float64/float16 .npy. OUT.npy holds only the codes, with IN's\n"
+          "shape: uint8/int8 up to 8 bits, uint16/int16 up to 16. OUT.safetensors holds the\n"
+          "codes with their scales and zero points (docs/model-format.md; a one-tensor model\n"
+          "named after IN), per tensor or, with --granularity, per channel or group; qkern\n"
+          "dequantize reads it back without --scale. The output is replaced atomically\n"
+          "(README, \"Outputs\"): a failure or an interrupt leaves it as it was.\n"
           "\n"
           "Options:\n"
-          "  -o, --output OUT.npy   where to write the codes (required)\n"
+          "  -o, --output OUT       where to write (required; - for stdout, not a terminal)\n"
+          "  --granularity G        OUT.safetensors only: tensor (default), channel[:AXIS]\n"
+          "                         (a scale per index along AXIS, default 0) or group:G\n"
+          "                         (per G consecutive elements of the last dimension)\n"
           "  --bits B               bit width, 2..16 (default 8)\n"
           "  --scheme S             asymmetric (unsigned codes, zero point; default)\n"
           "                         or symmetric (signed codes, zero point 0)\n"
@@ -68,7 +76,12 @@ typedef struct quantize_args {
     int32_t zero_point;
     qk_backend_kind backend;
     int json;
+    qk_granularity granularity; /* OUT.safetensors only */
+    int axis, have_granularity;
+    int64_t group;
 } quantize_args;
+
+enum { OPT_Q_GRANULARITY = 1000 };
 
 static int parse_scale(const char *value, float *out)
 {
@@ -89,7 +102,7 @@ static int parse(int argc, char **argv, quantize_args *a)
     static const cli_option opts[] = {
         CLI_OPT_OUTPUT, CLI_OPT_BITS, CLI_OPT_SCHEME, CLI_OPT_CALIB, CLI_OPT_OBJECTIVE, CLI_OPT_FENCE_K,
         CLI_OPT_INCLUDE_ZERO, CLI_OPT_NARROW_RANGE, CLI_OPT_SCALE, CLI_OPT_ZERO_POINT,
-        CLI_OPT_IGNORE_NONFINITE, CLI_OPT_BACKEND, CLI_OPT_JSON,
+        CLI_OPT_IGNORE_NONFINITE, CLI_OPT_BACKEND, CLI_OPT_JSON, {"--granularity", NULL, 1, OPT_Q_GRANULARITY},
     };
     cli_parser p;
     cli_parser_init(&p, "quantize", argc, argv, opts, CLI_N_OPTS(opts));
@@ -115,6 +128,11 @@ static int parse(int argc, char **argv, quantize_args *a)
                 return rc;
             a->have_scale = 1;
             break;
+        case OPT_Q_GRANULARITY:
+            if ((rc = cli_parse_granularity("quantize", value, &a->granularity, &a->axis, &a->group)) != 0)
+                return rc;
+            a->have_granularity = 1;
+            break;
         case OPT_ZERO_POINT:
             if ((rc = cli_parse_long("quantize", "--zero-point", value, INT32_MIN, INT32_MAX, &l)) != 0)
                 return rc;
@@ -136,6 +154,10 @@ static int parse(int argc, char **argv, quantize_args *a)
         return cli_usage_error("quantize", "missing input file");
     if (!a->output)
         return cli_usage_error("quantize", "missing -o OUT.npy");
+    if (a->have_granularity && !cli_is_safetensors_path(a->output))
+        return cli_usage_error("quantize", "--granularity needs a .safetensors output (a .npy holds codes only)");
+    if (a->granularity != QK_PER_TENSOR && a->have_scale)
+        return cli_usage_error("quantize", "--scale gives one parameter set: it needs --granularity tensor");
     if (a->have_zero_point && !a->have_scale)
         return cli_usage_error("quantize", "--zero-point needs --scale");
     if (a->have_scale) {
@@ -240,9 +262,13 @@ static int write_codes(const quantize_args *a, qk_context *ctx, const qk_npy *np
         rc = cli_lib_error(ctx, st, "quantizing %s", a->input);
     } else {
         char err[512] = "";
-        st = qk_npy_write(a->output, *code_dtype, npy->ndim, npy->shape, codes, err, sizeof err);
-        if (st != QK_OK)
-            rc = cli_status_error(st, err, "writing %s", a->output);
+        if (cli_is_safetensors_path(a->output)) {
+            rc = cli_write_tensor_st(a->input, npy, &a->calib, params, *code_dtype, codes, a->output);
+        } else {
+            st = qk_npy_write(a->output, *code_dtype, npy->ndim, npy->shape, codes, err, sizeof err);
+            if (st != QK_OK)
+                rc = cli_status_error(st, err, "writing %s", a->output);
+        }
     }
     qk_big_free(codes, bytes);
     return rc;
@@ -305,6 +331,45 @@ static int report(const quantize_args *a, const qk_context *ctx, const qk_npy *n
     return CLI_EXIT_OK;
 }
 
+/* Per channel or group, into OUT.safetensors. */
+static int quantize_blocks(const quantize_args *a, qk_context *ctx, const qk_npy *npy)
+{
+    cli_st_written w;
+    memset(&w, 0, sizeof w);
+    int rc = cli_quantize_blocks_to_st(ctx, a->input, npy, &a->calib, a->granularity, a->axis, a->group, a->output, &w);
+    if (rc)
+        return rc;
+    char calib[128], gran[32], shape[128];
+    cli_calib_describe(&a->calib, calib, sizeof calib);
+    qm_granularity_describe(a->granularity, a->axis, a->group, gran, sizeof gran);
+    if (a->json) {
+        cli_json j;
+        cli_json_init(&j);
+        cli_json_string(&j, j.root, "backend", qk_backend_name(qk_context_backend(ctx)));
+        cli_json_int(&j, j.root, "n", npy->n);
+        cli_json_int(&j, j.root, "bits", a->calib.bits);
+        cli_json_string(&j, j.root, "scheme", cli_scheme_name(a->calib.scheme));
+        cli_json_string(&j, j.root, "dtype", qk_dtype_name(w.codes_dtype));
+        cli_json_string(&j, j.root, "granularity", gran);
+        cli_json_int(&j, j.root, "blocks", w.blocks);
+        cli_json_double(&j, j.root, "mse", w.mse);
+        cli_json_int(&j, j.root, "clipped", w.clipped);
+        cli_json_string(&j, j.root, "calib", calib);
+        cli_json_string(&j, j.root, "output", a->output);
+        rc = cli_json_emit(&j);
+        cli_json_free(&j);
+        return rc;
+    }
+    cli_format_shape(npy, shape, sizeof shape);
+    printf("%s -> %s: %s %s, backend %s\n", a->input, a->output, qk_dtype_name(w.codes_dtype), shape,
+           qk_backend_name(qk_context_backend(ctx)));
+    printf("  calib       %s, %d-bit %s\n", calib, a->calib.bits, cli_scheme_name(a->calib.scheme));
+    printf("  blocks      %" PRId64 " (%s), scales and zero points stored with the codes\n", w.blocks, gran);
+    printf("  mse         %.6g\n", w.mse);
+    printf("  clipped     %" PRId64 " of %" PRId64 "\n", w.clipped, npy->n);
+    return CLI_EXIT_OK;
+}
+
 int cmd_quantize(int argc, char **argv)
 {
     quantize_args a;
@@ -326,6 +391,12 @@ int cmd_quantize(int argc, char **argv)
         return rc;
     }
 
+    if (a.granularity != QK_PER_TENSOR) {
+        rc = quantize_blocks(&a, ctx, &npy);
+        qk_context_destroy(ctx);
+        qk_npy_close(&npy);
+        return rc;
+    }
     qk_tensor x = qk_tensor_host(npy.dtype, npy.data, npy.n);
     quantize_outcome o;
     memset(&o, 0, sizeof o);

@@ -48,8 +48,8 @@ static int open_checked(const char *path, qk_npy *npy, const qk_dtype *allowed, 
 
 int cli_open_float_input(const char *path, qk_npy *npy)
 {
-    static const qk_dtype allowed[] = {QK_F32, QK_F64};
-    return open_checked(path, npy, allowed, 2, "float32 or float64");
+    static const qk_dtype allowed[] = {QK_F32, QK_F64, QK_F16};
+    return open_checked(path, npy, allowed, 3, "float32, float64 or float16");
 }
 
 int cli_open_code_input(const char *path, qk_npy *npy)

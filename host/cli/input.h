@@ -5,7 +5,7 @@
 #include "npy.h"
 #include "qkern.h"
 
-/* Map PATH as a float32/float64 array with at least one element. Returns 0, or
+/* Map PATH as a float32/float64/float16 array with at least one element. Returns 0, or
  * CLI_EXIT_RUNTIME after reporting (npy is then closed). */
 int cli_open_float_input(const char *path, qk_npy *npy);
 /* Map PATH as an array of integer codes (uint8/int8/uint16/int16/int32). */
