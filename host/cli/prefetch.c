@@ -91,8 +91,7 @@ static void free_prefetcher(prefetcher *p)
 }
 
 /* The thread starts with every signal blocked (the mask is inherited), so
- * asynchronous signals go to the main thread, whose handlers (model_write's
- * held signals) expect them there. */
+ * asynchronous signals go to the CLI's signal thread (interrupt.c). */
 static int spawn(prefetcher *p)
 {
     sigset_t all, old;
