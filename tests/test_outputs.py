@@ -220,6 +220,14 @@ def stdout_pipe_and_terminal(fx, root):
         assert p.returncode == 0, (name, p.stderr)
         valid_output(kind, p.stdout)  # the report went to stderr
         assert b"->" in p.stderr, p.stderr
+        # /dev/stdout style: a link to /proc/self/fd/1, a pipe that has no path
+        link = os.path.join(root, "stdout-link")
+        if not os.path.islink(link):
+            os.symlink("/proc/self/fd/1", link)
+        p = run(args + ["-o", link], text=False)
+        assert p.returncode == 0, (name, p.stderr)
+        valid_output(kind, p.stdout)  # the report moved to stderr here too
+        assert b"->" in p.stderr, p.stderr
         # a terminal is refused: usage error, nothing written
         master, slave = pty.openpty()
         try:

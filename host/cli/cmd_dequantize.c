@@ -150,7 +150,7 @@ int cmd_dequantize(int argc, char **argv)
     int rc = parse(argc, argv, &a);
     if (rc)
         return rc < 0 ? CLI_EXIT_OK : rc;
-    if ((rc = cli_check_output("dequantize", a.output, &a.input, 1)) != 0)
+    if ((rc = cli_check_output("dequantize", &a.output, &a.input, 1)) != 0)
         return rc;
     if (cli_is_safetensors_path(a.input))
         return cli_dequantize_st(a.input, a.output, a.backend, a.json);

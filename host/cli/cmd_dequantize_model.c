@@ -456,7 +456,7 @@ int cmd_dequantize_model(int argc, char **argv)
     a.backend = QK_BACKEND_AUTO;
     int rc = parse(argc, argv, &a);
     if (rc == 0)
-        rc = cli_check_output(CMD, a.output, &a.input, 1);
+        rc = cli_check_output(CMD, &a.output, &a.input, 1);
     if (rc)
         return rc < 0 ? CLI_EXIT_OK : rc;
     dm_run r;

@@ -379,7 +379,7 @@ int cmd_quantize(int argc, char **argv)
     int rc = parse(argc, argv, &a);
     if (rc)
         return rc < 0 ? CLI_EXIT_OK : rc;
-    if ((rc = cli_check_output("quantize", a.output, &a.input, 1)) != 0)
+    if ((rc = cli_check_output("quantize", &a.output, &a.input, 1)) != 0)
         return rc;
 
     qk_npy npy;

@@ -831,7 +831,7 @@ int cmd_quantize_model(int argc, char **argv)
     a.axis = 0;
     int rc = parse(argc, argv, &a);
     if (rc == 0)
-        rc = cli_check_output(CMD, a.output, &a.input, 1);
+        rc = cli_check_output(CMD, &a.output, &a.input, 1);
     if (rc == 0) {
         run r;
         memset(&r, 0, sizeof r);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "atomic_file.h"
@@ -20,8 +21,16 @@ static int move_reports_to_stderr(void)
     return 0;
 }
 
-int cli_check_output(const char *cmd, const char *output, const char *const *inputs, size_t n)
+/* -o /dev/stdout (or any other name of the file stdout writes to). */
+static int is_stdout(const char *output)
 {
+    struct stat a, b;
+    return fstat(1, &a) == 0 && stat(output, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+int cli_check_output(const char *cmd, const char **output_path, const char *const *inputs, size_t n)
+{
+    const char *output = *output_path;
     for (size_t k = 0; k < n; k++)
         if (inputs[k] && qk_atomic_same_file(output, inputs[k]))
             return cli_usage_error(cmd, "the output %s is the input %s (the same file): writing it would destroy "
@@ -32,5 +41,8 @@ int cli_check_output(const char *cmd, const char *output, const char *const *inp
         return cli_usage_error(cmd, "%s", err);
     if (st != QK_OK)
         return cli_status_error(st, err, "cannot write %s", output);
-    return strcmp(output, "-") == 0 ? move_reports_to_stderr() : 0;
+    if (strcmp(output, "-") != 0 && !is_stdout(output))
+        return 0;
+    *output_path = "-"; /* stdout itself: its other names (/proc/self/fd/1) change meaning below */
+    return move_reports_to_stderr();
 }

@@ -8,8 +8,9 @@
 
 /* 0 to go on; CLI_EXIT_USAGE when output is one of the n inputs (the same
  * file through any link) or "-" is a terminal; CLI_EXIT_RUNTIME when it may
- * not be written. Reported either way. For "-", the command's own reports
- * move to stderr (stdout carries the data). */
-int cli_check_output(const char *cmd, const char *output, const char *const *inputs, size_t n);
+ * not be written. Reported either way. For "-" (or another name of the file
+ * stdout writes to, such as /dev/stdout, which *output becomes "-"), the
+ * command's own reports move to stderr: stdout carries the data. */
+int cli_check_output(const char *cmd, const char **output, const char *const *inputs, size_t n);
 
 #endif

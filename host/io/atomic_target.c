@@ -1,6 +1,7 @@
 /* Resolving an output path: the file a chain of symbolic links leads to is the
  * one replaced (in its own directory), so the links stay links. A dangling
- * link's target is created. */
+ * link's target is created. A link the kernel resolves without a path
+ * (/proc/self/fd/N of a pipe or socket) is kept as given. */
 #include "atomic_internal.h"
 #include "map_file.h"
 
@@ -42,6 +43,18 @@ qk_status qk_atomic_target_resolve(const char *path, qk_atomic_target *t, char *
                 qk_io_error(err, err_len, "%s: %s", cur, strerror(errno));
                 free(cur);
                 return QK_ERR_IO;
+            }
+            /* A "magic" link (/dev/stdout -> /proc/self/fd/1 -> "pipe:[N]")
+             * names no path, yet the kernel follows it: use it as given. */
+            struct stat via;
+            if (hops > 0 && stat(path, &via) == 0) {
+                free(cur);
+                if ((cur = strdup(path)) == NULL) {
+                    qk_io_error(err, err_len, "%s: out of memory", path);
+                    return QK_ERR_NO_MEMORY;
+                }
+                t->exists = 1;
+                t->st = via;
             }
             break; /* a new file (or a dangling link's target) */
         }
