@@ -190,6 +190,14 @@ static qk_status open_named(qk_atomic_file *f, const qk_atomic_target *t, char *
             return QK_ERR_NO_MEMORY;
         }
         int fd = openat(f->dir_fd_, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd >= 0 && qk_atomic_reg_cancelled()) {
+            /* a cancel between registering the name and creating it missed it */
+            close(fd);
+            qk_atomic_reg_remove(full, 1);
+            free(full);
+            qk_io_error(err, err_len, "%s: interrupted", t->path);
+            return QK_ERR_IO;
+        }
         if (fd >= 0) {
             f->fd = fd;
             f->tmp_path = full;

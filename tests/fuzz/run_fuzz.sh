@@ -44,7 +44,7 @@ echo "building the fuzz target with $cc ($("$cc" --version | head -n 1))"
 if ! "$cc" -std=c11 -g -O1 -D_DEFAULT_SOURCE -Wall -Wextra \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
     -I"$root/include" -I"$root/host/io" \
-    "$here/fuzz_safetensors.c" "$root/host/io/safetensors.c" "$root/host/io/atomic_file.c" \
+    "$here/fuzz_safetensors.c" "$root/host/io/safetensors.c" "$root"/host/io/atomic_*.c \
     "$root/host/io/big_alloc.c" "$root/host/io/map_file.c" $cjson_flags -lm -o "$work/fuzz_safetensors"; then
     echo "FAILED: the fuzz target does not build"
     exit 1
