@@ -51,7 +51,8 @@ def render(qkern, d, backend):
         lines = p.stdout.rstrip("\n").split("\n")
         if cut == "first2_and_best":  # the header, then only the chosen row and the verdict
             rows = [l for l in lines if l.startswith("*")]
-            lines = lines[:2] + [f"  ... ({sum(1 for l in lines if re.match(r'^[ *] +[0-9]', l)) - 1} other rows)"] + rows
+            n_rows = sum(1 for l in lines if re.match(r"^[ *] +[0-9]", l))
+            lines = lines[:2] + [f"  ... ({n_rows - 1} other rows)"] + rows
         out.append("$ " + " ".join(["qkern"] + args))
         out.extend(lines)
         warn = [l for l in p.stderr.split("\n") if l.startswith("qkern: warning")]

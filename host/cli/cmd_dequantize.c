@@ -96,8 +96,8 @@ static int parse(int argc, char **argv, dequantize_args *a)
         return cli_usage_error("dequantize", "missing -o OUT.npy");
     if (cli_is_safetensors_path(a->input)) {
         if (a->have_scale || a->have_zero_point)
-            return cli_usage_error("dequantize", "%s holds its own scales and zero points: drop --scale and --zero-point",
-                                   a->input);
+            return cli_usage_error("dequantize",
+                                   "%s holds its own scales and zero points: drop --scale and --zero-point", a->input);
         return 0;
     }
     if (!a->have_scale)

@@ -170,8 +170,9 @@ static int parse(int argc, char **argv, quantize_args *a)
                                    a->zero_point);
         if (a->calib.scheme == QK_ASYMMETRIC &&
             (a->zero_point < 0 || (int64_t)a->zero_point > ((int64_t)1 << a->calib.bits) - 1))
-            return cli_usage_error("quantize", "--zero-point %" PRId32 " is outside the %d-bit codes' range [0, %" PRId64
-                                   "]", a->zero_point, a->calib.bits, ((int64_t)1 << a->calib.bits) - 1);
+            return cli_usage_error("quantize",
+                                   "--zero-point %" PRId32 " is outside the %d-bit codes' range [0, %" PRId64 "]",
+                                   a->zero_point, a->calib.bits, ((int64_t)1 << a->calib.bits) - 1);
         if (a->calib.narrow_range && a->calib.scheme != QK_SYMMETRIC)
             return cli_usage_error("quantize", "--narrow-range applies only to --scheme symmetric");
         return 0;
