@@ -203,6 +203,25 @@ inline unsigned grid_for(int64_t items, int sms, int per_sm)
     return (unsigned)want;
 }
 
+// Every launch goes through here: the launch error is the return value of
+// cudaLaunchKernelEx, so no launcher reads (and so resets) the thread's last
+// error, which belongs to the application (a library that calls
+// cudaGetLastError() swallows an error the host program has not read yet).
+// The arguments are converted to the kernel's parameter types as <<<>>> does.
+template <typename... Params, typename... Args>
+inline cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                          Args &&...args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = nullptr;
+    cfg.numAttrs = 0;
+    return cudaLaunchKernelEx(&cfg, kernel, static_cast<Args &&>(args)...);
+}
+
 inline bool aligned16(const void *p)
 {
     return ((uintptr_t)p & 15u) == 0;

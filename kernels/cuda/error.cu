@@ -196,15 +196,14 @@ extern "C" cudaError_t qk_cu_error(cudaStream_t s, int is_f64, const void *x, in
     if (nblk > 65535) return cudaErrorInvalidValue; // grid y limit: the host keeps launches below 2^30 elements
     const dim3 grid((unsigned)((k + kGroup - 1) / kGroup), (unsigned)nblk);
     const bool vec = qkcu::aligned16(x);
+    cudaError_t e;
     if (is_f64) {
-        error_kernel<double><<<grid, kThreads, 0, s>>>((const double *)x, n, base, vec, params, k, fence_lo, fence_hi,
-                                                       partial, clipped, counts);
+        e = qkcu::launch(error_kernel<double>, grid, kThreads, 0, s, (const double *)x, n, base, vec, params, k,
+                         fence_lo, fence_hi, partial, clipped, counts);
     } else {
-        error_kernel<float><<<grid, kThreads, 0, s>>>((const float *)x, n, base, vec, params, k, fence_lo, fence_hi,
-                                                      partial, clipped, counts);
+        e = qkcu::launch(error_kernel<float>, grid, kThreads, 0, s, (const float *)x, n, base, vec, params, k, fence_lo,
+                         fence_hi, partial, clipped, counts);
     }
-    cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
-    fold_kernel<<<(unsigned)((k + kThreads - 1) / kThreads), kThreads, 0, s>>>(partial, nblk, k, run);
-    return cudaGetLastError();
+    return qkcu::launch(fold_kernel, (unsigned)((k + kThreads - 1) / kThreads), kThreads, 0, s, partial, nblk, k, run);
 }

@@ -353,9 +353,8 @@ cudaError_t launch_sort(cudaStream_t s, const K *x, int64_t seg, int64_t nseg, u
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
     }
-    seg_select_block<K, THREADS, ITEMS>
-        <<<(unsigned)nseg, THREADS, smem, s>>>(x, seg, flags, ranks, nranks, values, seg_base, bad);
-    return cudaGetLastError();
+    return qkcu::launch(seg_select_block<K, THREADS, ITEMS>, (unsigned)nseg, THREADS, smem, s, x, seg, flags, ranks,
+                        nranks, values, seg_base, bad);
 }
 
 template <typename K>
@@ -363,9 +362,8 @@ cudaError_t select_keys(cudaStream_t s, const K *x, int64_t seg, int64_t nseg, u
                         int64_t nranks, double *values, int64_t seg_base, unsigned long long *bad)
 {
     if (seg <= 32) {
-        seg_select_warp<K><<<(unsigned)((nseg + kWarps - 1) / kWarps), kThreads, 0, s>>>(x, seg, nseg, flags, ranks,
-                                                                                     nranks, values, seg_base, bad);
-        return cudaGetLastError();
+        return qkcu::launch(seg_select_warp<K>, (unsigned)((nseg + kWarps - 1) / kWarps), kThreads, 0, s, x, seg, nseg,
+                            flags, ranks, nranks, values, seg_base, bad);
     }
     if (seg > SortCap<K>::value) return cudaErrorInvalidValue;
     // tiers above the key type's cap are not even compiled
@@ -445,8 +443,8 @@ cudaError_t launch_seg_quantize(cudaStream_t s, unsigned grid, const void *x, vo
                                 int64_t off, const qk_cu_qparam *params)
 {
     const bool vec = qkcu::aligned16(x) && ((uintptr_t)codes % (4 * sizeof(TC))) == 0;
-    seg_quantize_kernel<TX, TC><<<grid, kThreads, 0, s>>>((const TX *)x, (TC *)codes, n, seg, off, params, vec);
-    return cudaGetLastError();
+    return qkcu::launch(seg_quantize_kernel<TX, TC>, grid, kThreads, 0, s, (const TX *)x, (TC *)codes, n, seg, off,
+                        params, vec);
 }
 
 template <typename TX>
@@ -468,8 +466,8 @@ cudaError_t launch_seg_dequantize(cudaStream_t s, unsigned grid, const void *cod
                                   int64_t off, const qk_cu_qparam *params)
 {
     const bool vec = ((uintptr_t)codes % (4 * sizeof(TC))) == 0 && qkcu::aligned16(out);
-    seg_dequantize_kernel<TC><<<grid, kThreads, 0, s>>>((const TC *)codes, out, n, seg, off, params, vec);
-    return cudaGetLastError();
+    return qkcu::launch(seg_dequantize_kernel<TC>, grid, kThreads, 0, s, (const TC *)codes, out, n, seg, off, params,
+                        vec);
 }
 
 // ---- the error pass -------------------------------------------------------------------------
@@ -793,20 +791,18 @@ extern "C" cudaError_t qk_cu_seg_minmax(cudaStream_t s, int sms, int is_f64, con
     }
     const int64_t threads = nseg * pieces * w;
     if (pieces > 1) {
-        seg_minmax_init<<<blocks_for(nseg), kThreads, 0, s>>>(acc, nseg);
-        cudaError_t e = cudaGetLastError();
+        cudaError_t e = qkcu::launch(seg_minmax_init, blocks_for(nseg), kThreads, 0, s, acc, nseg);
         if (e != cudaSuccess) return e;
     }
+    cudaError_t e;
     if (is_f64)
-        seg_minmax_kernel<double><<<blocks_for(threads), kThreads, 0, s>>>((const double *)x, seg, nseg, w, piece,
-                                                                           pieces, acc, out);
+        e = qkcu::launch(seg_minmax_kernel<double>, blocks_for(threads), kThreads, 0, s, (const double *)x, seg, nseg,
+                         w, piece, pieces, acc, out);
     else
-        seg_minmax_kernel<float><<<blocks_for(threads), kThreads, 0, s>>>((const float *)x, seg, nseg, w, piece,
-                                                                          pieces, acc, out);
-    cudaError_t e = cudaGetLastError();
+        e = qkcu::launch(seg_minmax_kernel<float>, blocks_for(threads), kThreads, 0, s, (const float *)x, seg, nseg, w,
+                         piece, pieces, acc, out);
     if (e != cudaSuccess || pieces == 1) return e;
-    seg_minmax_finish<<<blocks_for(nseg), kThreads, 0, s>>>(acc, nseg, out);
-    return cudaGetLastError();
+    return qkcu::launch(seg_minmax_finish, blocks_for(nseg), kThreads, 0, s, acc, nseg, out);
 }
 
 extern "C" size_t qk_cu_seg_select_smem(int is_f64, int64_t seg)
@@ -863,28 +859,25 @@ extern "C" cudaError_t qk_cu_seg_error(cudaStream_t s, int sms, int is_f64, cons
     if (seg <= QK_CU_SEG_WARP_ERROR) {
         const int64_t threads = nseg * ncg * 32;
         if (is_f64)
-            seg_error_warp<double><<<blocks_for(threads), kThreads, 0, s>>>((const double *)x, seg, nseg, params, k,
-                                                                            ncg, fences, sums, counts);
-        else
-            seg_error_warp<float><<<blocks_for(threads), kThreads, 0, s>>>((const float *)x, seg, nseg, params, k,
-                                                                           ncg, fences, sums, counts);
-        return cudaGetLastError();
+            return qkcu::launch(seg_error_warp<double>, blocks_for(threads), kThreads, 0, s, (const double *)x, seg,
+                                nseg, params, k, ncg, fences, sums, counts);
+        return qkcu::launch(seg_error_warp<float>, blocks_for(threads), kThreads, 0, s, (const float *)x, seg, nseg,
+                            params, k, ncg, fences, sums, counts);
     }
     const int64_t per = (seg + kBlock - 1) / kBlock;
     const int64_t grid = nseg * per * ncg;
     if (grid > 0x7fffffff) return cudaErrorInvalidValue; // the host keeps launches smaller
     qk_cu_seg_sums *part = (qk_cu_seg_sums *)scratch;
     qk_cu_seg_counts *cpart = (qk_cu_seg_counts *)(part + nseg * per * k);
+    cudaError_t e;
     if (is_f64)
-        seg_error_block<double><<<(unsigned)grid, kThreads, 0, s>>>((const double *)x, seg, per, params, k, ncg,
-                                                                    fences, part, cpart);
+        e = qkcu::launch(seg_error_block<double>, (unsigned)grid, kThreads, 0, s, (const double *)x, seg, per, params,
+                         k, ncg, fences, part, cpart);
     else
-        seg_error_block<float><<<(unsigned)grid, kThreads, 0, s>>>((const float *)x, seg, per, params, k, ncg, fences,
-                                                                   part, cpart);
-    cudaError_t e = cudaGetLastError();
+        e = qkcu::launch(seg_error_block<float>, (unsigned)grid, kThreads, 0, s, (const float *)x, seg, per, params, k,
+                         ncg, fences, part, cpart);
     if (e != cudaSuccess) return e;
-    seg_error_fold<<<blocks_for(nseg * k), kThreads, 0, s>>>(part, cpart, nseg, per, k, sums, counts);
-    return cudaGetLastError();
+    return qkcu::launch(seg_error_fold, blocks_for(nseg * k), kThreads, 0, s, part, cpart, nseg, per, k, sums, counts);
 }
 
 extern "C" cudaError_t qk_cu_widen(cudaStream_t s, int sms, qk_dtype xt, const uint16_t *x, float *out, int64_t n)
@@ -892,8 +885,7 @@ extern "C" cudaError_t qk_cu_widen(cudaStream_t s, int sms, qk_dtype xt, const u
     if (n <= 0) return cudaSuccess;
     const unsigned grid = qkcu::grid_for((n + 3) / 4, sms, 8);
     const bool vec = ((uintptr_t)x % 8) == 0 && qkcu::aligned16(out);
-    if (xt == QK_F16) widen_kernel<true><<<grid, kThreads, 0, s>>>(x, out, n, vec);
-    else if (xt == QK_BF16) widen_kernel<false><<<grid, kThreads, 0, s>>>(x, out, n, vec);
-    else return cudaErrorInvalidValue;
-    return cudaGetLastError();
+    if (xt == QK_F16) return qkcu::launch(widen_kernel<true>, grid, kThreads, 0, s, x, out, n, vec);
+    if (xt == QK_BF16) return qkcu::launch(widen_kernel<false>, grid, kThreads, 0, s, x, out, n, vec);
+    return cudaErrorInvalidValue;
 }
