@@ -19,8 +19,21 @@
 /* Small persistent scratch: accumulators and counters. */
 #define QK_CU_SCRATCH_BYTES 4096
 
+/* The driver's cuCtxGetCurrent/cuCtxSetCurrent (CUresult f(CUcontext *) and
+ * f(CUcontext)), fetched through the runtime (cudaGetDriverEntryPointByVersion)
+ * so that libqkern never links libcuda: a context is an opaque pointer here. */
+typedef int (*cu_ctx_get_fn)(void **ctx);
+typedef int (*cu_ctx_set_fn)(void *ctx);
+
 typedef struct cu_state {
     int device;
+    int cc_major, cc_minor; /* compute capability */
+    void *primary;        /* the device's primary context (NULL without the driver entry points) */
+    cu_ctx_get_fn ctx_get; /* NULL when the runtime could not fetch them */
+    cu_ctx_set_fn ctx_set;
+    const char *last_kernel; /* the last kernel launched ("minmax kernel"): a device fault names it */
+    int poisoned;         /* a sticky error: every later call fails with poison */
+    char poison[384];
     int sms;              /* multiprocessors */
     int pools;            /* stream-ordered allocation (cudaMallocAsync) supported */
     int smem_optin;       /* shared memory bytes a block may opt in to (seg_select's sort) */
@@ -51,8 +64,11 @@ static inline cu_state *cu_of(qk_backend *be)
 }
 
 /* Record a failed CUDA call (name, error name, string) and return its status:
- * QK_ERR_NO_MEMORY for allocation failures, else QK_ERR_BACKEND. Clears the
- * runtime's last error. */
+ * QK_ERR_NO_MEMORY for allocation failures, else QK_ERR_BACKEND. A sticky
+ * error (a kernel fault: the CUDA context is lost) names the last kernel
+ * launched and poisons the backend: every later entry fails with that message.
+ * The thread's last CUDA error is never read or reset (it is the
+ * application's). */
 qk_status cu_fail(qk_backend *be, const char *call, cudaError_t err);
 
 #define CU_CHECK(be, st, call)                                                                                      \
@@ -64,10 +80,19 @@ qk_status cu_fail(qk_backend *be, const char *call, cudaError_t err);
         }                                                                                                            \
     } while (0)
 
-/* Make the backend's device current for one entry point; cu_leave restores the
- * caller's. cu_enter also clears a stale last error of the runtime. */
-qk_status cu_enter(qk_backend *be, int *prev);
-void cu_leave(qk_backend *be, int prev);
+/* What the calling thread had current before an entry point: its device and
+ * its driver context, restored on the way out. */
+typedef struct cu_scope {
+    int device;   /* -1 when unknown */
+    void *ctx;    /* the current driver context (NULL: none) */
+    int switched; /* cu_enter changed something that cu_leave restores */
+} cu_scope;
+
+/* Make the backend's device (its primary context) current for one entry point;
+ * cu_leave restores the caller's device and driver context exactly. cu_enter
+ * fails at once, with the recorded message, on a poisoned backend. */
+qk_status cu_enter(qk_backend *be, cu_scope *sc);
+void cu_leave(qk_backend *be, cu_scope *sc);
 
 /* How cu_alloc fails: REQUIRED sets the message; QUIET returns
  * QK_ERR_NO_MEMORY without one (the caller has a smaller plan); OPTIONAL is
@@ -107,11 +132,20 @@ void cu_host_free(void *p, int pageable);
 /* Wait for all three streams (errors of the wait are reported). */
 qk_status cu_sync(qk_backend *be);
 
-/* QK_OK, or the launch error of what, reported. */
+/* QK_OK, or the launch error of what ("minmax kernel launch"), reported. The
+ * name is kept: a fault found at the next synchronization names it. */
 static inline qk_status cu_launch_status(qk_backend *be, const char *what, cudaError_t e)
 {
+    cu_of(be)->last_kernel = what;
     return e == cudaSuccess ? QK_OK : cu_fail(be, what, e);
 }
+
+/* Whether this build's fat binary holds code a device of compute capability
+ * major.minor can run; why not, in words, when it does not. */
+int cu_arch_supported(int major, int minor, char *why, size_t why_len);
+
+/* Errors after which the CUDA context cannot be used again (kernel faults). */
+int cu_error_is_sticky(cudaError_t e);
 
 /* Parameters as the kernels read them (cuda_ops.c, cuda_segment.c). */
 static inline qk_cu_qparam cu_param_of(const qk_qparams *q)
