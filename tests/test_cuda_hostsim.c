@@ -66,6 +66,7 @@ typedef struct sim_alloc {
 static sim_alloc *allocs;
 static size_t n_allocs, cap_allocs;
 static size_t device_capacity = (size_t)1 << 30, device_used;
+static size_t sim_other_use; /* device memory other processes hold */
 static int sim_pools = 1;
 static int sim_smem_optin = 232448; /* an H100's 227 KiB */
 static cudaError_t last_error = cudaSuccess; /* the thread's: the library must never read or reset it */
@@ -349,10 +350,15 @@ cudaError_t cudaRuntimeGetVersion(int *v)
     return cudaSuccess;
 }
 
+static size_t pending_frees(void);
+
 static cudaError_t device_malloc(void **p, size_t bytes)
 {
     SIM_STICKY();
-    if (bytes > device_capacity - device_used) {
+    if (bytes + sim_other_use > device_capacity - device_used && pending_frees()) {
+        run_all(); /* the device catches up with the queued frees (as a GPU would have) */
+    }
+    if (bytes + sim_other_use > device_capacity - device_used) {
         *p = NULL;
         return fail_with(cudaErrorMemoryAllocation);
     }
@@ -367,8 +373,89 @@ cudaError_t cudaMalloc(void **p, size_t bytes)
     return device_malloc(p, bytes);
 }
 
+/* sim_low_free: the least free device memory seen after an allocation. */
+static size_t sim_low_free = SIZE_MAX;
+
+/* Device bytes whose cudaFreeAsync is queued but not yet run: a GPU gets
+ * there on its own soon, this lazy simulator only when someone waits. */
+static size_t pending_frees(void)
+{
+    size_t t = 0;
+    for (int i = 0; i < MAX_STREAMS; i++) {
+        struct CUstream_st *s = streams[i];
+        if (!s) continue;
+        for (size_t j = s->head; j < s->n; j++) {
+            if (s->ops[j].kind != OP_FREE) continue;
+            for (size_t a = 0; a < n_allocs; a++)
+                if (allocs[a].live && allocs[a].p == s->ops[j].dst) t += allocs[a].bytes;
+        }
+    }
+    return t;
+}
+
+cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total)
+{
+    SIM_STICKY();
+    size_t used = device_used + sim_other_use - pending_frees();
+    *free_b = used < device_capacity ? device_capacity - used : 0;
+    *total = device_capacity;
+    return cudaSuccess;
+}
+
+static void note_low_free(void)
+{
+    size_t used = device_used + sim_other_use - pending_frees();
+    size_t f = used < device_capacity ? device_capacity - used : 0;
+    if (f < sim_low_free) sim_low_free = f;
+}
+
+/* Pools: one the backend makes (and its release threshold), or the default one. */
+struct CUmemPoolHandle_st {
+    uint64_t threshold;
+    int device;
+};
+static int sim_pools_live, sim_pool_allocs, sim_default_pool_allocs;
+static uint64_t sim_pool_threshold = ~0ull;
+
+cudaError_t cudaMemPoolCreate(cudaMemPool_t *pool, const struct cudaMemPoolProps *props)
+{
+    SIM_STICKY();
+    if (!sim_pools || props->location.type != cudaMemLocationTypeDevice || props->location.id < 0 ||
+        props->location.id >= sim_device_count)
+        return fail_with(cudaErrorInvalidValue);
+    *pool = calloc(1, sizeof **pool);
+    (*pool)->device = props->location.id;
+    sim_pools_live++;
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, enum cudaMemPoolAttr attr, void *value)
+{
+    if (attr != cudaMemPoolAttrReleaseThreshold) return fail_with(cudaErrorInvalidValue);
+    pool->threshold = *(uint64_t *)value;
+    sim_pool_threshold = pool->threshold;
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemPoolDestroy(cudaMemPool_t pool)
+{
+    free(pool);
+    sim_pools_live--;
+    return cudaSuccess;
+}
+
+cudaError_t cudaMallocFromPoolAsync(void **p, size_t bytes, cudaMemPool_t pool, cudaStream_t s)
+{
+    (void)pool, (void)s;
+    sim_pool_allocs++;
+    cudaError_t e = device_malloc(p, bytes);
+    if (e == cudaSuccess) note_low_free();
+    return e;
+}
+
 cudaError_t cudaMallocAsync(void **p, size_t bytes, cudaStream_t s)
 {
+    sim_default_pool_allocs++;
     (void)s;
     return device_malloc(p, bytes);
 }
@@ -2356,6 +2443,61 @@ static void test_misaligned_wrap(void **state)
     no_sim_errors();
 }
 
+/* The backend allocates scratch from a pool of its own whose release
+ * threshold keeps memory mapped between calls (none under a memory limit,
+ * which caps what it holds); the application's default pool is left alone. */
+static void test_memory_pool(void **state)
+{
+    const int live = sim_pools_live, def = sim_default_pool_allocs;
+    qk_context *c = open_sim(NULL);
+    assert_int_equal(sim_pools_live, live + 1);
+    assert_true(sim_pool_threshold == ((uint64_t)1 << 30) / 16); /* a sixteenth of the 1 GiB device */
+    const int before = sim_pool_allocs;
+    some_work(c);
+    assert_true(sim_pool_allocs > before);
+    assert_int_equal(sim_default_pool_allocs, def);
+    qk_context_destroy(c);
+    assert_int_equal(sim_pools_live, live);
+    c = open_sim("8M");
+    assert_true(sim_pool_threshold == 0);
+    qk_context_destroy(c);
+    device_capacity = (size_t)16 << 30; /* a large device: 256 MiB kept at most */
+    c = open_sim(NULL);
+    assert_true(sim_pool_threshold == (uint64_t)256 << 20);
+    qk_context_destroy(c);
+    device_capacity = (size_t)1 << 30;
+    no_sim_errors();
+}
+
+/* A shared device (other processes hold most of it, no limit set): the
+ * optional resident-key buffer and the staging are sized from cudaMemGetInfo
+ * and leave the reserve (a sixteenth of the device) free; results unchanged. */
+static void test_shared_device(void **state)
+{
+    const size_t mib = (size_t)1 << 20;
+    sim_other_use = device_capacity - 150 * mib;
+    qk_context *c = open_sim(NULL);
+    const int64_t n = (int64_t)1 << 24; /* 64 MiB of float32: resident keys would take 64 MiB */
+    float *x = malloc((size_t)n * 4);
+    ref_fill(x, n, REF_LAPLACE_OUTLIERS, 31);
+    qk_tensor t = qk_tensor_host(QK_F32, x, n);
+    static const double p[] = {0.1, 50, 99.9};
+    double got[3], want[3];
+    sim_low_free = SIZE_MAX;
+    assert_int_equal(qk_percentiles(c, &t, p, 3, 0, got), QK_OK);
+    assert_int_equal(qk_percentiles(cpu, &t, p, 3, 0, want), QK_OK);
+    for (int i = 0; i < 3; i++) assert_true(bits_eq(got[i], want[i]));
+    if (sim_low_free < 63 * mib) fail_msg("free device memory went down to %zu MiB (reserve 64 MiB)", sim_low_free / mib);
+    /* almost nothing free: the smallest pieces still work */
+    sim_other_use = device_capacity - 40 * mib;
+    assert_int_equal(qk_percentiles(c, &t, p, 3, 0, got), QK_OK);
+    for (int i = 0; i < 3; i++) assert_true(bits_eq(got[i], want[i]));
+    qk_context_destroy(c);
+    sim_other_use = 0;
+    free(x);
+    no_sim_errors();
+}
+
 int main(void)
 {
     qk_backend_info info;
@@ -2390,6 +2532,8 @@ int main(void)
         cmocka_unit_test(test_launch_errors),
         cmocka_unit_test(test_sticky_fault),
         cmocka_unit_test(test_misaligned_wrap),
+        cmocka_unit_test(test_memory_pool),
+        cmocka_unit_test(test_shared_device),
     };
     return cmocka_run_group_tests_name("cuda_hostsim", tests, setup, teardown) ? 1 : 0;
 }

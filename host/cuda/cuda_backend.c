@@ -102,10 +102,27 @@ void cu_leave(qk_backend *be, cu_scope *sc)
 
 /* ---- memory accounting ------------------------------------------------------------ */
 
-uint64_t cu_budget(qk_backend *be)
+uint64_t cu_limit_room(qk_backend *be)
 {
     cu_state *cu = cu_of(be);
     return cu->in_use >= cu->limit ? 0 : cu->limit - cu->in_use;
+}
+
+/* Free device memory now (UINT64_MAX when the runtime cannot say). */
+static uint64_t device_free(void)
+{
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) return UINT64_MAX;
+    return (uint64_t)free_b;
+}
+
+uint64_t cu_budget(qk_backend *be)
+{
+    /* sized work leaves the reserve to the device's other users; only the
+     * smallest required pieces (one chunk, one block) may dip into it */
+    const uint64_t room = cu_limit_room(be), f = device_free(), r = cu_of(be)->reserve;
+    const uint64_t dev = f == UINT64_MAX ? f : f > r ? f - r : 0;
+    return room < dev ? room : dev;
 }
 
 qk_status cu_alloc(qk_backend *be, size_t bytes, int mode, void **out)
@@ -114,9 +131,12 @@ qk_status cu_alloc(qk_backend *be, size_t bytes, int mode, void **out)
     const int quiet = mode != CU_REQUIRED;
     *out = NULL;
     if (bytes == 0) bytes = 1;
-    uint64_t room = cu_budget(be);
-    if (mode == CU_OPTIONAL && cu->limit != UINT64_MAX) {
-        room = room > QK_CU_RESERVE_BYTES ? room - QK_CU_RESERVE_BYTES : 0;
+    uint64_t room = cu_limit_room(be);
+    if (mode == CU_OPTIONAL) {
+        /* an optional buffer never takes the last of a limit or of the device */
+        if (cu->limit != UINT64_MAX) room = room > QK_CU_RESERVE_BYTES ? room - QK_CU_RESERVE_BYTES : 0;
+        const uint64_t dev = cu_budget(be);
+        if (dev < room) room = dev;
     }
     if ((uint64_t)bytes > room) {
         if (quiet) return QK_ERR_NO_MEMORY;
@@ -124,13 +144,15 @@ qk_status cu_alloc(qk_backend *be, size_t bytes, int mode, void **out)
                             "cuda: %zu bytes of device scratch exceed QKERN_DEVICE_MEMORY_LIMIT (%llu bytes, %llu in "
                             "use)", bytes, (unsigned long long)cu->limit, (unsigned long long)cu->in_use);
     }
-    cudaError_t e = cu->pools ? cudaMallocAsync(out, bytes, cu->compute) : cudaMalloc(out, bytes);
+    cudaError_t e = cu->pool    ? cudaMallocFromPoolAsync(out, bytes, cu->pool, cu->compute)
+                    : cu->pools ? cudaMallocAsync(out, bytes, cu->compute)
+                                : cudaMalloc(out, bytes);
     if (e != cudaSuccess) {
         *out = NULL;
         if (quiet && e == cudaErrorMemoryAllocation) {
             return QK_ERR_NO_MEMORY;
         }
-        return cu_fail(be, cu->pools ? "cudaMallocAsync" : "cudaMalloc", e);
+        return cu_fail(be, cu->pool ? "cudaMallocFromPoolAsync" : cu->pools ? "cudaMallocAsync" : "cudaMalloc", e);
     }
     cu->in_use += bytes;
     return QK_OK;
@@ -277,7 +299,7 @@ static qk_status cuda_buffer_alloc(qk_backend *be, size_t bytes, void **handle)
         st = qk_set_error(be->ctx, QK_ERR_NO_MEMORY, "cuda: out of host memory");
         goto done;
     }
-    if ((uint64_t)bytes > cu_budget(be)) {
+    if ((uint64_t)bytes > cu_limit_room(be)) {
         st = qk_set_error(be->ctx, QK_ERR_NO_MEMORY,
                           "cuda: a %zu-byte buffer exceeds QKERN_DEVICE_MEMORY_LIMIT (%llu bytes, %llu in use)", bytes,
                           (unsigned long long)cu->limit, (unsigned long long)cu->in_use);
@@ -419,6 +441,7 @@ static void release_state(cu_state *cu)
     if (cu->dscratch) cudaFree(cu->dscratch);
     cu_host_free(cu->hscratch, cu->hscratch_pageable);
     cu_host_free(cu->pin, cu->pin_pageable);
+    if (cu->pool) cudaMemPoolDestroy(cu->pool); /* everything in it was freed, the streams are idle */
     if (cu->compute) cudaStreamDestroy(cu->compute);
     if (cu->h2d) cudaStreamDestroy(cu->h2d);
     if (cu->d2h) cudaStreamDestroy(cu->d2h);
@@ -644,6 +667,38 @@ qk_status qk_cuda_backend_create(qk_context *ctx, int device, qk_backend **out)
         pools = 0;
     }
     cu->pools = pools != 0;
+    {
+        size_t f = 0, total = 0;
+        if (cudaMemGetInfo(&f, &total) != cudaSuccess) total = (size_t)props.totalGlobalMem;
+        uint64_t r = (uint64_t)total / 16;
+        cu->reserve = r < QK_CU_DEVICE_RESERVE_MIN ? QK_CU_DEVICE_RESERVE_MIN
+                      : r > QK_CU_DEVICE_RESERVE_MAX ? QK_CU_DEVICE_RESERVE_MAX
+                                                     : r;
+        if (cu->reserve > (uint64_t)total / 4) cu->reserve = (uint64_t)total / 4; /* tiny (simulated) devices */
+        cu->pool_keep = limit != UINT64_MAX ? 0 : (uint64_t)total / 16 < QK_CU_POOL_KEEP ? (uint64_t)total / 16
+                                                                                          : QK_CU_POOL_KEEP;
+    }
+    if (cu->pools) {
+        /* A pool of our own: its release threshold is ours to set (the
+         * device's default pool is the application's, and with threshold 0 it
+         * unmaps all free memory at every synchronization). Without one, the
+         * default pool serves, as before. */
+        struct cudaMemPoolProps pp;
+        memset(&pp, 0, sizeof pp);
+        pp.allocType = cudaMemAllocationTypePinned;
+        pp.handleTypes = cudaMemHandleTypeNone;
+        pp.location.type = cudaMemLocationTypeDevice;
+        pp.location.id = device;
+        if (cudaMemPoolCreate(&cu->pool, &pp) == cudaSuccess) {
+            uint64_t keep = cu->pool_keep;
+            if (cudaMemPoolSetAttribute(cu->pool, cudaMemPoolAttrReleaseThreshold, &keep) != cudaSuccess) {
+                (void)cudaMemPoolDestroy(cu->pool);
+                cu->pool = NULL;
+            }
+        } else {
+            cu->pool = NULL;
+        }
+    }
     /* the segmented sort's tiers above 48 KiB of shared memory need the opt-in */
     int optin = 0;
     if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {

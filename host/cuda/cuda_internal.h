@@ -16,6 +16,18 @@
 /* Optional allocations (candidate buffers, resident keys) leave this much of a
  * memory limit for staging and scratch. */
 #define QK_CU_RESERVE_BYTES ((size_t)32 << 20)
+/* Free device memory that sized work (staging slots, batches) and optional
+ * allocations leave to the device's other users and to this backend's
+ * smallest required pieces: a sixteenth of the device, at least 64 MiB, at
+ * most 1 GiB (a 10 GB MIG slice keeps 640 MiB, an 80 GB H100 1 GiB), never
+ * more than a quarter. */
+#define QK_CU_DEVICE_RESERVE_MIN ((uint64_t)64 << 20)
+#define QK_CU_DEVICE_RESERVE_MAX ((uint64_t)1 << 30)
+/* Scratch the backend's own memory pool keeps mapped between calls (its
+ * release threshold), so thousands of small calls do not map and unmap it at
+ * every synchronization: at most this, and a sixteenth of the device. Zero
+ * under QKERN_DEVICE_MEMORY_LIMIT, which caps what the backend holds. */
+#define QK_CU_POOL_KEEP ((uint64_t)256 << 20)
 /* Small persistent scratch: accumulators and counters. */
 #define QK_CU_SCRATCH_BYTES 4096
 
@@ -36,6 +48,9 @@ typedef struct cu_state {
     char poison[384];
     int sms;              /* multiprocessors */
     int pools;            /* stream-ordered allocation (cudaMallocAsync) supported */
+    cudaMemPool_t pool;   /* the backend's own pool (NULL: the device's default pool) */
+    uint64_t pool_keep;   /* its release threshold */
+    uint64_t reserve;     /* free device memory optional allocations leave (QK_CU_DEVICE_RESERVE_*) */
     int smem_optin;       /* shared memory bytes a block may opt in to (seg_select's sort) */
     qk_device_info info;
     cudaStream_t compute; /* every kernel, in order */
@@ -96,8 +111,9 @@ void cu_leave(qk_backend *be, cu_scope *sc);
 
 /* How cu_alloc fails: REQUIRED sets the message; QUIET returns
  * QK_ERR_NO_MEMORY without one (the caller has a smaller plan); OPTIONAL is
- * QUIET and also leaves QK_CU_RESERVE_BYTES of a memory limit free for the
- * staging and scratch that must succeed. */
+ * QUIET and also leaves QK_CU_RESERVE_BYTES of a memory limit, and cu->reserve
+ * of the device's free memory, for the staging and scratch that must succeed
+ * and for the other users of the device. */
 enum { CU_REQUIRED = 0, CU_OPTIONAL = 1, CU_QUIET = 2 };
 /* Device scratch, counted against the memory limit. Allocated in the compute
  * stream's order; other streams must wait on an event before using it. */
@@ -105,6 +121,9 @@ qk_status cu_alloc(qk_backend *be, size_t bytes, int mode, void **out);
 /* Free scratch after all streams are idle (or in the compute stream's order). */
 void cu_free(qk_backend *be, void *p, size_t bytes);
 /* Bytes the limit still allows (UINT64_MAX-ish without a limit). */
+uint64_t cu_limit_room(qk_backend *be);
+/* Bytes work may be sized for: what the limit allows and the device has free
+ * now (cudaMemGetInfo: other processes, other contexts, MIG slices). */
 uint64_t cu_budget(qk_backend *be);
 
 /* The device pointer of element 0 of a buffer tensor. */
