@@ -338,9 +338,11 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
     return device >= 0 && device < sim_device_count ? cudaSuccess : fail_with(cudaErrorInvalidDevice);
 }
 
+static int sim_driver_version = 13000;
+
 cudaError_t cudaDriverGetVersion(int *v)
 {
-    *v = 13000;
+    *v = sim_driver_version;
     return cudaSuccess;
 }
 
@@ -2498,6 +2500,24 @@ static void test_shared_device(void **state)
     no_sim_errors();
 }
 
+/* The versions qkern info shows: the runtime's, the driver's (0 without one),
+ * and the oldest driver this build needs. */
+static void test_versions(void **state)
+{
+    qk_backend_info info;
+    assert_int_equal(qk_backend_query(QK_BACKEND_CUDA, &info), QK_OK);
+    assert_int_equal(info.runtime_version, 13000);
+    assert_int_equal(info.driver_version, 13000);
+    assert_string_equal(info.driver_needed, CUDART_VERSION >= 13000 ? "580.65.06" : "525.60.13");
+    sim_driver_version = 0;
+    assert_int_equal(qk_backend_query(QK_BACKEND_CUDA, &info), QK_OK);
+    assert_int_equal(info.driver_version, 0);
+    sim_driver_version = 13000;
+    assert_int_equal(qk_backend_query(QK_BACKEND_CPU, &info), QK_OK);
+    assert_int_equal(info.runtime_version, 0);
+    assert_string_equal(info.driver_needed, "");
+}
+
 int main(void)
 {
     qk_backend_info info;
@@ -2534,6 +2554,7 @@ int main(void)
         cmocka_unit_test(test_misaligned_wrap),
         cmocka_unit_test(test_memory_pool),
         cmocka_unit_test(test_shared_device),
+        cmocka_unit_test(test_versions),
     };
     return cmocka_run_group_tests_name("cuda_hostsim", tests, setup, teardown) ? 1 : 0;
 }

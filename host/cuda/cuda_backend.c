@@ -730,9 +730,22 @@ done:
     return st;
 }
 
+/* The oldest Linux driver for the runtime built in (NVIDIA's CUDA Toolkit
+ * release notes, "CUDA Toolkit and Minimum Required Driver Version"; within a
+ * major version the runtime runs on that major's first driver). */
+static const char *driver_needed(int runtime)
+{
+    const int major = runtime / 1000;
+    return major >= 13 ? "580.65.06" : major == 12 ? "525.60.13" : major == 11 ? "450.80.02" : "unknown";
+}
+
 void qk_cuda_backend_query(qk_backend_info *out)
 {
     out->compiled = 1;
+    /* both answer without a driver: the runtime is linked in, the driver's is 0 */
+    if (cudaRuntimeGetVersion(&out->runtime_version) != cudaSuccess) out->runtime_version = CUDART_VERSION;
+    if (cudaDriverGetVersion(&out->driver_version) != cudaSuccess) out->driver_version = 0;
+    snprintf(out->driver_needed, sizeof out->driver_needed, "%s", driver_needed(out->runtime_version));
     int count;
     char why[256];
     device_count(&count, why, sizeof why);
