@@ -243,10 +243,17 @@ static void get_ctx_calls(cu_state *cu)
 {
     void *g = NULL, *s = NULL;
     enum cudaDriverEntryPointQueryResult qg = cudaDriverEntryPointSymbolNotFound, qs = qg;
+#if CUDART_VERSION >= 12050
     if (cudaGetDriverEntryPointByVersion("cuCtxGetCurrent", &g, 12000, cudaEnableDefault, &qg) != cudaSuccess ||
         cudaGetDriverEntryPointByVersion("cuCtxSetCurrent", &s, 12000, cudaEnableDefault, &qs) != cudaSuccess ||
         qg != cudaDriverEntryPointSuccess || qs != cudaDriverEntryPointSuccess || !g || !s)
         return;
+#else /* an older toolkit (README: building for an older driver) */
+    if (cudaGetDriverEntryPoint("cuCtxGetCurrent", &g, cudaEnableDefault, &qg) != cudaSuccess ||
+        cudaGetDriverEntryPoint("cuCtxSetCurrent", &s, cudaEnableDefault, &qs) != cudaSuccess ||
+        qg != cudaDriverEntryPointSuccess || qs != cudaDriverEntryPointSuccess || !g || !s)
+        return;
+#endif
     cu->ctx_get = (cu_ctx_get_fn)g;
     cu->ctx_set = (cu_ctx_set_fn)s;
 }

@@ -301,7 +301,9 @@ qk_status qk_cu_op_seg_error(qk_backend *be, const qk_tensor *x, int64_t seg, co
     if (k > (size_t)1 << 24) return QK_ERR_UNSUPPORTED; /* the per-tensor member says why */
     cu_state *cu = cu_of(be);
     const size_t es = qk_dtype_size(x->dtype);
-    const int64_t ncg = ((int64_t)k + 3) / 4;
+    /* parameter groups: at most k (the kernels put 4 float32 or 2 float64 sets
+     * in a group, kernels/cuda/common.cuh's ErrShape; k bounds both) */
+    const int64_t ncg = (int64_t)k;
     seg_batch b = {.nseg = nseg,
                    .seg = seg,
                    .per = {k * sizeof(qk_cu_qparam), 2 * sizeof(double), k * sizeof(qk_cu_seg_sums),

@@ -227,6 +227,40 @@ inline bool aligned16(const void *p)
     return ((uintptr_t)p & 15u) == 0;
 }
 
+// Shape of the error pass (error.cu, segment.cu), where grid search spends its
+// time: kGroup parameter sets per CUDA block (per warp in the warp kernel), and
+// kMinBlocks, the blocks of 256 threads __launch_bounds__ asks to fit on one
+// SM (register cap 65536 / (256 * kMinBlocks)). The group size decides only
+// which sets share a block: each set's sums are formed by the same threads
+// over the same elements in the same order, through the same warp tree and
+// the same walk over the warps, so results are bit-identical whatever the
+// group (and the counters come from group 0 either way). Checked with
+// `-Xptxas -v` for sm_80 and sm_90: no spills (kernels/cuda/README.md).
+#ifndef QK_CU_ERR_GROUP_F32
+#define QK_CU_ERR_GROUP_F32 4
+#endif
+#ifndef QK_CU_ERR_GROUP_F64
+#define QK_CU_ERR_GROUP_F64 2
+#endif
+#ifndef QK_CU_ERR_MINB_F32
+#define QK_CU_ERR_MINB_F32 2
+#endif
+#ifndef QK_CU_ERR_MINB_F64
+#define QK_CU_ERR_MINB_F64 2
+#endif
+// segment.cu's warp-per-segment error kernel holds less per thread (no block
+// reduction): it fits three blocks (<= 80 registers) for both types.
+template <typename T> struct ErrShape {
+    static constexpr int kGroup = QK_CU_ERR_GROUP_F32;
+    static constexpr int kMinBlocks = QK_CU_ERR_MINB_F32;
+    static constexpr int kWarpMinBlocks = 3;
+};
+template <> struct ErrShape<double> {
+    static constexpr int kGroup = QK_CU_ERR_GROUP_F64;
+    static constexpr int kMinBlocks = QK_CU_ERR_MINB_F64;
+    static constexpr int kWarpMinBlocks = 3;
+};
+
 // Warp trees of the error pass (error.cu, segment.cu): a fixed shuffle-down
 // order, so a sum's bits depend only on the 32 lanes' values.
 __device__ __forceinline__ double warp_sum(double v)

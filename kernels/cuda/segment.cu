@@ -38,7 +38,6 @@ using qkcu::kFullMask;
 using qkcu::kThreads;
 
 constexpr int kWarps = kThreads / 32;
-constexpr int kGroup = 4;                     // parameter sets per warp / block of the error pass, as error.cu
 constexpr int64_t kBlock = QK_CU_ERROR_BLOCK; // elements per fixed error block
 constexpr int64_t kPiece = 4096;              // min/max: shortest piece of a long segment one lane group takes
 
@@ -476,16 +475,18 @@ cudaError_t launch_seg_dequantize(cudaStream_t s, unsigned grid, const void *cod
 using qkcu::warp_min;
 using qkcu::warp_sum;
 
-// Up to kGroup parameter sets, in shared memory (as error.cu keeps them: fewer registers).
-struct ParamGroup {
-    float scale[kGroup];
-    int32_t zp[kGroup], qmin[kGroup], qmax[kGroup];
-    double lo[kGroup], hi[kGroup];
+// Up to G parameter sets (qkcu::ErrShape<T>::kGroup), in shared memory (as
+// error.cu keeps them: fewer registers).
+template <int G> struct ParamGroup {
+    float scale[G];
+    int32_t zp[G], qmin[G], qmax[G];
+    double lo[G], hi[G];
     int nc;
 };
 
-// Set c of the group, by thread c (c < kGroup); sets past nc repeat set 0 (never used).
-__device__ __forceinline__ void load_group(const qk_cu_qparam *__restrict__ params, int nc, int c, ParamGroup &pg)
+// Set c of the group, by thread c (c < G); sets past nc repeat set 0 (never used).
+template <int G>
+__device__ __forceinline__ void load_group(const qk_cu_qparam *__restrict__ params, int nc, int c, ParamGroup<G> &pg)
 {
     if (c == 0) pg.nc = nc;
     const qk_cu_qparam p = params[c < nc ? c : 0];
@@ -498,17 +499,17 @@ __device__ __forceinline__ void load_group(const qk_cu_qparam *__restrict__ para
 }
 
 // Per-lane sums and counts over the elements one error.cu thread would take.
-struct LaneAcc {
-    double sse[kGroup], ssi[kGroup];
-    unsigned clip[kGroup];
+template <int G> struct LaneAcc {
+    double sse[G], ssi[G];
+    unsigned clip[G];
     unsigned fin, inl, bad;
     unsigned long long first;
 };
 
-__device__ __forceinline__ void lane_reset_sums(LaneAcc &a)
+template <int G> __device__ __forceinline__ void lane_reset_sums(LaneAcc<G> &a)
 {
 #pragma unroll
-    for (int c = 0; c < kGroup; c++) {
+    for (int c = 0; c < G; c++) {
         a.sse[c] = 0.0;
         a.ssi[c] = 0.0;
     }
@@ -516,9 +517,9 @@ __device__ __forceinline__ void lane_reset_sums(LaneAcc &a)
 
 // Groups g0, g0 + 256, ... of xs[0..end) (four elements a group), in that
 // order, exactly error_kernel's per-thread loop; first is relative to xs.
-template <typename T>
+template <typename T, int G>
 __device__ __forceinline__ void lane_pass(const T *__restrict__ xs, int64_t g0, int64_t end, bool vec,
-                                          const ParamGroup &pg, double flo, double fhi, LaneAcc &a)
+                                          const ParamGroup<G> &pg, double flo, double fhi, LaneAcc<G> &a)
 {
     for (int64_t g = g0; 4 * g < end; g += kThreads) {
         T v[4];
@@ -534,7 +535,7 @@ __device__ __forceinline__ void lane_pass(const T *__restrict__ xs, int64_t g0, 
             a.fin++;
             a.inl += inside;
 #pragma unroll
-            for (int c = 0; c < kGroup; c++) {
+            for (int c = 0; c < G; c++) {
                 if (c < pg.nc) {
                     const float sc = pg.scale[c];
                     const int32_t zp = pg.zp[c];
@@ -554,11 +555,12 @@ __device__ __forceinline__ void lane_pass(const T *__restrict__ xs, int64_t g0, 
 // (segment, group of kGroup parameter sets), playing error_kernel's 8 warps
 // one after the other; the counts come from the group-0 warp.
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, qkcu::ErrShape<T>::kWarpMinBlocks)
     seg_error_warp(const T *__restrict__ x, int64_t seg, int64_t nseg, const qk_cu_qparam *__restrict__ params, int k,
                    int ncg, const double *__restrict__ fences, qk_cu_seg_sums *__restrict__ sums,
                    qk_cu_seg_counts *__restrict__ counts)
 {
+    constexpr int kGroup = qkcu::ErrShape<T>::kGroup; // as error_kernel<T> (common.cuh)
     const int lane = threadIdx.x & 31;
     const int64_t wid = ((int64_t)blockIdx.x * kThreads + threadIdx.x) >> 5;
     if (wid >= nseg * ncg) return; // the whole warp
@@ -568,12 +570,12 @@ __global__ void __launch_bounds__(kThreads)
     const T *__restrict__ xs = x + b * seg;
     const bool vec = dev_aligned16(xs);
     const double flo = fences[2 * b], fhi = fences[2 * b + 1];
-    __shared__ ParamGroup s_pg[kWarps];
-    ParamGroup &pg = s_pg[threadIdx.x >> 5];
+    __shared__ ParamGroup<kGroup> s_pg[kWarps];
+    ParamGroup<kGroup> &pg = s_pg[threadIdx.x >> 5];
     if (lane < kGroup) load_group(params + b * k + c0, k - c0 < kGroup ? k - c0 : kGroup, lane, pg);
     __syncwarp();
 
-    LaneAcc a;
+    LaneAcc<kGroup> a;
 #pragma unroll
     for (int c = 0; c < kGroup; c++) a.clip[c] = 0;
     a.fin = a.inl = a.bad = 0;
@@ -627,11 +629,12 @@ __global__ void __launch_bounds__(kThreads)
 // of kGroup sets): error_kernel with indices relative to the segment. Block
 // sums and counts go to scratch; seg_error_fold adds them up per segment.
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, qkcu::ErrShape<T>::kMinBlocks)
     seg_error_block(const T *__restrict__ x, int64_t seg, int64_t per, const qk_cu_qparam *__restrict__ params, int k,
                     int ncg, const double *__restrict__ fences, qk_cu_seg_sums *__restrict__ part,
                     qk_cu_seg_counts *__restrict__ cpart)
 {
+    constexpr int kGroup = qkcu::ErrShape<T>::kGroup; // as error_kernel<T> (common.cuh)
     __shared__ double s_sum[kWarps][2 * kGroup];
     __shared__ unsigned long long s_cnt[kWarps][kGroup + 4];
     const int64_t wb = blockIdx.x / ncg; // work block: segment b, its fixed block j
@@ -640,11 +643,11 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t b = wb / per, j = wb - b * per;
     const T *__restrict__ xs = x + b * seg;
     const int64_t b0 = j * kBlock, b1 = seg - b0 < kBlock ? seg : b0 + kBlock;
-    __shared__ ParamGroup pg;
+    __shared__ ParamGroup<kGroup> pg;
     if (threadIdx.x < kGroup) load_group(params + b * k + c0, k - c0 < kGroup ? k - c0 : kGroup, threadIdx.x, pg);
     __syncthreads();
 
-    LaneAcc a;
+    LaneAcc<kGroup> a;
     lane_reset_sums(a);
 #pragma unroll
     for (int c = 0; c < kGroup; c++) a.clip[c] = 0;
@@ -855,7 +858,8 @@ extern "C" cudaError_t qk_cu_seg_error(cudaStream_t s, int sms, int is_f64, cons
 {
     (void)sms;
     if (nseg <= 0 || k <= 0) return cudaSuccess;
-    const int ncg = (k + kGroup - 1) / kGroup;
+    const int group = is_f64 ? qkcu::ErrShape<double>::kGroup : qkcu::ErrShape<float>::kGroup;
+    const int ncg = (k + group - 1) / group;
     if (seg <= QK_CU_SEG_WARP_ERROR) {
         const int64_t threads = nseg * ncg * 32;
         if (is_f64)
