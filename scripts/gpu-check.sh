@@ -136,7 +136,7 @@ do_sanitizer() {
 do_bench() {
     local torch=(--no-torch) max=28 min=16 extra=()
     if /usr/bin/python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-        torch=()
+        torch=(--torch-device cuda) # PyTorch on the same GPU, in device memory
     elif /usr/bin/python3 -c 'import torch' 2>/dev/null; then
         echo "PyTorch is installed but sees no CUDA device: it is measured on the host"
         torch=()

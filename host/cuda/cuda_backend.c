@@ -41,10 +41,8 @@ qk_status cu_fail(qk_backend *be, const char *call, cudaError_t err)
          * last kernel launched and refuse everything from now on. */
         cu_state *cu = cu_of(be);
         const char *k = cu->last_kernel ? cu->last_kernel : "(no kernel launched yet)";
-        int klen = (int)strcspn(k, " ");
-        const char *tail = strstr(k, " launch");
-        if (tail) klen = (int)(tail - k);
-        else klen = (int)strlen(k);
+        const char *tail = strstr(k, " launch"); /* cu_launch_status's "minmax kernel launch" */
+        const int klen = tail ? (int)(tail - k) : (int)strlen(k);
         snprintf(cu->poison, sizeof cu->poison,
                  "cuda: device %d faulted in or after the %.*s (the last kernel launched; reported by %.*s): %s (%d: "
                  "%s); the CUDA context of this process is unusable: destroy this qkern context and restart the "
@@ -725,10 +723,10 @@ qk_status qk_cuda_backend_create(qk_context *ctx, int device, qk_backend **out)
     cu->in_use = QK_CU_SCRATCH_BYTES;
     if ((st = cu_host_alloc(be, QK_CU_SCRATCH_BYTES, &cu->hscratch, &cu->hscratch_pageable)) != QK_OK) goto done;
 done:
+    if (st != QK_OK) release_state(cu); /* with the primary context still current */
     if (cu->ctx_set && cu->primary) (void)cu->ctx_set(prev.ctx);
     else if (prev.device >= 0 && prev.device != device) (void)cudaSetDevice(prev.device);
     if (st != QK_OK) {
-        release_state(cu);
         free(cu);
         free(be);
         be = NULL;
