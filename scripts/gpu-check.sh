@@ -34,6 +34,9 @@
 #   QKERN_GPU_CHECK_ARCH     CUDA architectures to build (default 90-real)
 #   QKERN_GPU_CHECK_STEPS    a comma list of the steps above (default: all)
 #   QKERN_GPU_CHECK_SECONDS  the whole run's limit (default 470; steps get what is left)
+#   QKERN_GPU_CHECK_DEBS     a folder of .deb files (libcmocka-dev, libcjson-dev and
+#                            their libraries: `apt-get download` them elsewhere) for a
+#                            GPU machine without them and without a network
 #   QKERN_GPU_CHECK_DRY=1    dry run for a machine without a GPU: no device
 #                            check; every step's command runs on the backend
 #                            QKERN_GPU_CHECK_BACKEND (cpu or opencl) with small
@@ -50,6 +53,17 @@ do_build() {
     if [ "$DRY" = 1 ] && [ -f "$BUILD/CMakeCache.txt" ]; then
         echo "dry run: $BUILD is configured already: built as it is"
     else
+        # a bare GPU machine may lack the build's libraries (and a network):
+        # .deb files in QKERN_GPU_CHECK_DEBS, else apt-get
+        if ! pkg-config --exists cmocka libcjson 2> /dev/null; then
+            echo "cmocka or cJSON development files are missing: installing them"
+            if [ -n "${QKERN_GPU_CHECK_DEBS:-}" ]; then
+                dpkg -i "$QKERN_GPU_CHECK_DEBS"/*.deb
+            else
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                    libcmocka-dev libcjson-dev pkg-config
+            fi
+        fi
         local arch=()
         [ "$DRY" = 1 ] || arch=(-DQKERN_CUDA_ARCHITECTURES="$ARCH")
         cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${arch[@]}"
@@ -69,7 +83,7 @@ run_ctest() {
     (cd "$BUILD" && env "$@" ctest "${args[@]}") 2>&1 | tee "$log"
     local rc=${PIPESTATUS[0]}
     local skipped
-    skipped=$(grep -E '^ *[0-9]+ - .*\(Skipped\)' "$log" | grep -E "$BACKEND" || true)
+    skipped=$(grep -E '^[[:space:]]*[0-9]+ - .*\(Skipped\)' "$log" | grep -E "$BACKEND" || true)
     if [ -n "$skipped" ]; then
         echo "FAIL: $BACKEND tests skipped (they must run here):"
         echo "$skipped"
