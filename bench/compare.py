@@ -259,6 +259,9 @@ def torch_size(args, rows, torch, x, device):
     from torch.ao.quantization import HistogramObserver, MinMaxObserver
     n = len(x)
     t = torch.from_numpy(x)
+    gpu = args.torch_device == "cuda"
+    if gpu:
+        t = t.cuda()  # copied before timing: the peer works in device memory, as qkern's device rows
     dst = torch.zeros_like(t)
     lo, hi = torch.aminmax(t)
     scale, zp = asym_params(float(lo), float(hi))
@@ -266,7 +269,7 @@ def torch_size(args, rows, torch, x, device):
     qt = torch.quantize_per_tensor(t, scale, zp, torch.quint8)
 
     def observe(cls):
-        o = cls()
+        o = cls().to(t.device)  # its state beside the data (a no-op on the host)
         o(t)
         return o.calculate_qparams()
 
@@ -292,10 +295,14 @@ def torch_size(args, rows, torch, x, device):
         ("gridsearch", "HistogramObserver (2048-bin histogram, L2 range search)",
          lambda: observe(HistogramObserver)),
     ]
+    if gpu:  # CUDA calls return before the work is done: each timed call ends with a synchronize
+        jobs = [(op, method, (lambda f=fn: (f(), torch.cuda.synchronize())[0])) for op, method, fn in jobs]
     refused = None
     try:
         torch.quantile(t, PERCENTILE_P / 100.0)
-        jobs.insert(3, ("percentile", "torch.quantile", lambda: torch.quantile(t, PERCENTILE_P / 100.0)))
+        jobs.insert(3, ("percentile", "torch.quantile",
+                        (lambda: (torch.quantile(t, PERCENTILE_P / 100.0), torch.cuda.synchronize())[0]) if gpu
+                        else (lambda: torch.quantile(t, PERCENTILE_P / 100.0))))
     except RuntimeError as e:  # "quantile() input tensor is too large" above 2^24 elements
         refused = "refused: " + str(e).splitlines()[0]
     copy_gbps, sec = add_measured(rows, device, "torch", n, jobs, args.warmup, args.reps)
@@ -652,6 +659,8 @@ def main():
     ap.add_argument("--out-dir", default=os.path.join(here, "results"), help="default bench/results")
     ap.add_argument("--machine", help="name of the outputs (default: a slug of the CPU/GPU model)")
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
+    ap.add_argument("--torch-device", choices=("cpu", "cuda"), default="cpu",
+                    help="where PyTorch works: cpu (host memory, default) or cuda (the first GPU, device memory)")
     ap.add_argument("--no-plots", action="store_true", help="write no PNG")
     ap.add_argument("--replot", metavar="CSV",
                     help="measure nothing: redraw the plots from a CSV this script wrote (into --out-dir, "
@@ -689,6 +698,11 @@ def main():
             torch = torch_mod
         except ImportError:
             log("PyTorch is not installed: numpy is the only peer (apt-get install python3-torch)")
+    torch_where = None
+    if torch is not None and args.torch_device == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("compare.py: --torch-device cuda: PyTorch sees no CUDA device")
+        torch_where = "cuda: " + torch.cuda.get_device_name(0)
 
     started = time.time()
     load_start = os.getloadavg()[0]
@@ -708,7 +722,7 @@ def main():
         numpy_size(args, rows, x, cpu, grid_measured)
         t2 = time.time()
         if torch is not None:
-            torch_size(args, rows, torch, x, cpu)
+            torch_size(args, rows, torch, x, cpu if args.torch_device == "cpu" else torch_where)
         t3 = time.time()
         del x
         log(f"2^{k}: qkern {t1 - t0:.1f} s, numpy {t2 - t1:.1f} s" +
@@ -723,7 +737,8 @@ def main():
         mem = "RAM unknown"
     peers = [f"numpy {np.__version__}"]
     if torch is not None:
-        peers.append(f"torch {torch.__version__} ({torch.get_num_threads()} thread(s))")
+        peers.append(f"torch {torch.__version__} ({torch.get_num_threads()} thread(s))" if args.torch_device == "cpu"
+                     else f"torch {torch.__version__} on {torch_where}")
     else:
         peers.append("torch not installed")
     cmd = [sys.executable] + sys.argv

@@ -52,6 +52,30 @@ if(QKERN_WITH_CUDA)
 
     target_sources(qkern_obj PRIVATE ${QK_CUDA_HOST})
     target_compile_definitions(qkern_obj PRIVATE QKERN_HAVE_CUDA)
+    # What the fat binary holds, so the backend refuses a device it has no code
+    # for (host/cuda/cuda_backend.c, cu_arch_supported): "80-real" is machine
+    # code, "90-virtual" PTX, a bare "90" both. "native"/"all" cannot be listed.
+    set(QK_REAL_ARCHS "")
+    set(QK_VIRTUAL_ARCHS "")
+    set(QK_ARCHS_KNOWN TRUE)
+    foreach(a ${QKERN_CUDA_ARCHITECTURES})
+      if(a MATCHES "^([0-9]+)a?-real$")
+        list(APPEND QK_REAL_ARCHS ${CMAKE_MATCH_1})
+      elseif(a MATCHES "^([0-9]+)a?-virtual$")
+        list(APPEND QK_VIRTUAL_ARCHS ${CMAKE_MATCH_1})
+      elseif(a MATCHES "^([0-9]+)a?$")
+        list(APPEND QK_REAL_ARCHS ${CMAKE_MATCH_1})
+        list(APPEND QK_VIRTUAL_ARCHS ${CMAKE_MATCH_1})
+      else()
+        set(QK_ARCHS_KNOWN FALSE)
+      endif()
+    endforeach()
+    if(QK_ARCHS_KNOWN)
+      string(REPLACE ";" "," QK_REAL_ARCHS "${QK_REAL_ARCHS}")
+      string(REPLACE ";" "," QK_VIRTUAL_ARCHS "${QK_VIRTUAL_ARCHS}")
+      target_compile_definitions(qkern_obj PRIVATE QK_CUDA_REAL_ARCHS="${QK_REAL_ARCHS}"
+                                 QK_CUDA_VIRTUAL_ARCHS="${QK_VIRTUAL_ARCHS}")
+    endif()
     # The runtime API headers only (no link from an object library).
     target_include_directories(qkern_obj SYSTEM PRIVATE ${CUDAToolkit_INCLUDE_DIRS})
 

@@ -227,6 +227,10 @@ qk_status qk_buffer_wrap(qk_context *ctx, void *native, size_t bytes, qk_buffer 
     b->ctx = ctx;
     b->bytes = bytes;
     b->owned = 0;
+    /* CPU and CUDA wrap an address, which may be anything (d_ptr + 2); an
+     * OpenCL cl_mem's storage is aligned by the implementation
+     * (CL_DEVICE_MEM_BASE_ADDR_ALIGN, sub-buffers included). */
+    b->misalign = ctx->kind == QK_BACKEND_OPENCL ? 0 : (size_t)((uintptr_t)native % 16);
     *out = b;
     return QK_OK;
 }
@@ -351,6 +355,13 @@ qk_status qk_check_tensor(qk_context *ctx, const qk_tensor *t, const char *name)
     if (t->offset % (int64_t)es) {
         return qk_set_error(ctx, QK_ERR_INVALID_ARG, "%s: offset %lld not aligned for %s", name,
                             (long long)t->offset, qk_dtype_name(t->dtype));
+    }
+    /* a misaligned load is a crash on the CPU and a sticky error on a GPU
+     * (cudaErrorMisalignedAddress, the application's whole CUDA context lost) */
+    if ((t->buffer->misalign + (size_t)t->offset % 16) % es) {
+        return qk_set_error(ctx, QK_ERR_INVALID_ARG,
+                            "%s: element 0 (wrapped memory + %lld bytes) is not aligned for %s: its address must be a "
+                            "multiple of %zu bytes", name, (long long)t->offset, qk_dtype_name(t->dtype), es);
     }
     return QK_OK;
 }

@@ -22,6 +22,7 @@ struct qk_buffer {
     void *handle;  /* the backend's */
     size_t bytes;
     int owned;
+    size_t misalign; /* wrapped memory: its address modulo 16 (tensors on it must be aligned) */
 };
 
 /* Record a one-line message for status in ctx (ctx may be NULL) and return status. */

@@ -189,6 +189,10 @@ typedef struct qk_backend_info {
     char reason[256];      /* why not available, empty if available */
     int n_devices;
     qk_device_info devices[QK_MAX_DEVICES];
+    /* CUDA only (0 / "" elsewhere), as CUDA numbers versions (13000 = 13.0): */
+    int runtime_version;     /* the CUDA runtime built in */
+    int driver_version;      /* the CUDA version the installed driver supports; 0: no driver */
+    char driver_needed[32];  /* the oldest NVIDIA driver this build runs on ("580.65.06") */
 } qk_backend_info;
 
 /* ---- context ------------------------------------------------------------ */

@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -397,6 +398,12 @@ def info_json():
         for dev in b["devices"]:
             for k in ("name", "vendor", "type", "version", "global_mem"):
                 assert k in dev, f"device without {k}"
+    cuda = j["backends"][2]
+    if cuda["compiled"]:  # versions: CUDA's "13.0"; the driver's is null where there is no driver
+        assert re.fullmatch(r"\d+\.\d+", cuda["runtime_version"]), cuda
+        assert "driver_version" in cuda, cuda
+        assert cuda["driver_version"] is None or re.fullmatch(r"\d+\.\d+", cuda["driver_version"]), cuda
+        assert re.fullmatch(r"\d+\.\d+(\.\d+)?", cuda["driver_needed"]), cuda
     cpu = j["backends"][0]
     assert cpu["compiled"] is True and cpu["available"] is True and len(cpu["devices"]) >= 1
     # --backend NAME: exit 0 exactly when that backend is available.
@@ -408,6 +415,9 @@ def info_json():
     expect(["info", "--backend", "auto"], 0, compute=False)
     p = expect(["info"], 0, compute=False)
     assert "cpu" in p.stdout and "opencl" in p.stdout and "cuda" in p.stdout
+    if cuda["compiled"]:
+        assert "CUDA runtime " + cuda["runtime_version"] in p.stdout, p.stdout
+        assert "driver " + cuda["driver_needed"] + " or newer" in p.stdout, p.stdout
 
 
 # ---- stats --------------------------------------------------------------------------

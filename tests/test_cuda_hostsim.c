@@ -66,10 +66,27 @@ typedef struct sim_alloc {
 static sim_alloc *allocs;
 static size_t n_allocs, cap_allocs;
 static size_t device_capacity = (size_t)1 << 30, device_used;
+static size_t sim_other_use; /* device memory other processes hold */
 static int sim_pools = 1;
 static int sim_smem_optin = 232448; /* an H100's 227 KiB */
-static cudaError_t last_error = cudaSuccess;
-static int current_device = 0;
+static cudaError_t last_error = cudaSuccess; /* the thread's: the library must never read or reset it */
+static int sim_device_count = 1;
+static int sim_cc_major = 9, sim_cc_minor = 0;       /* compute capability of every simulated device */
+static cudaError_t sim_sticky;                      /* a kernel faulted: every later call returns this */
+static cudaError_t sim_next_launch_error;           /* the next launch fails with this (not sticky) */
+static cudaError_t sim_fault_next_kernel;           /* the next kernel faults when it runs (sticky) */
+static int sim_no_entry_points;                     /* the runtime gives no driver entry points */
+static unsigned long long sim_launches;
+
+/* Contexts: the runtime's current device is the current context's; a stream
+ * belongs to the context it was created in and may not be used from another. */
+struct sim_ctx {
+    int device;
+};
+static struct sim_ctx sim_primary[4] = {{0}, {1}, {2}, {3}};
+static struct sim_ctx sim_foreign = {0}; /* a context "the application" made on device 0 */
+static struct sim_ctx *current_ctx;
+static int rt_device; /* the runtime's device when no context is current */
 
 static sim_alloc *find_alloc(const void *p, size_t bytes, int kind)
 {
@@ -87,6 +104,16 @@ static void dev_check(const void *p, size_t bytes, const char *what)
 {
     if (bytes == 0) return;
     if (!find_alloc(p, bytes, MEM_DEVICE)) SIM_FAIL("%s: %zu bytes at %p are not live device memory", what, bytes, p);
+}
+
+/* A kernel's access to elements of `align` bytes: a misaligned one is the
+ * sticky cudaErrorMisalignedAddress on a GPU (and a library bug here). */
+static void dev_aligned(const void *p, size_t align, const char *what)
+{
+    if ((uintptr_t)p % align) {
+        SIM_FAIL("%s: %p is not aligned to %zu bytes (cudaErrorMisalignedAddress on a GPU)", what, p, align);
+        if (!sim_sticky) sim_sticky = cudaErrorMisalignedAddress;
+    }
 }
 
 static void *new_alloc(size_t bytes, int kind)
@@ -129,9 +156,11 @@ typedef struct sim_op {
     struct CUstream_st *wait_stream;
     uint64_t wait_target;
     void (*fn)(void *);
+    cudaError_t fault; /* OP_CALL: this kernel faults instead of running */
 } sim_op;
 
 struct CUstream_st {
+    struct sim_ctx *ctx; /* the context current when it was made */
     sim_op *ops;
     size_t n, cap, head;
     uint64_t enq, done;
@@ -153,7 +182,10 @@ static void exec_op(sim_op *op)
     case OP_COPY: memcpy(op->dst, op->owned ? op->owned : op->src, op->bytes); break;
     case OP_SET: memset(op->dst, op->value, op->bytes); break;
     case OP_WAIT: run_until(op->wait_stream, op->wait_target); break;
-    case OP_CALL: op->fn(op->owned); break;
+    case OP_CALL: /* after a fault, nothing more runs on the device */
+        if (op->fault && !sim_sticky) sim_sticky = op->fault;
+        if (!sim_sticky) op->fn(op->owned);
+        break;
     case OP_FREE: drop_alloc(op->dst, MEM_DEVICE); break;
     }
     free(op->owned);
@@ -190,6 +222,9 @@ static void enqueue(struct CUstream_st *s, sim_op op)
         exec_op(&op);
         return;
     }
+    if (s->ctx != current_ctx)
+        SIM_FAIL("a stream of another context used: the backend's context was not current (device %d current)",
+                 current_ctx ? current_ctx->device : rt_device);
     if (s->n == s->cap) {
         s->cap = s->cap ? 2 * s->cap : 64;
         s->ops = realloc(s->ops, s->cap * sizeof *s->ops);
@@ -206,10 +241,17 @@ static cudaError_t fail_with(cudaError_t e)
 
 cudaError_t cudaGetLastError(void)
 {
+    SIM_FAIL("the library read (and so reset) the thread's last CUDA error, which is the application's");
     cudaError_t e = last_error;
     last_error = cudaSuccess;
     return e;
 }
+
+/* The calls that touch the device fail once a kernel has faulted, as CUDA's do. */
+#define SIM_STICKY()                                                                                                   \
+    do {                                                                                                               \
+        if (sim_sticky) return fail_with(sim_sticky);                                                                  \
+    } while (0)
 
 const char *cudaGetErrorName(cudaError_t e)
 {
@@ -218,6 +260,10 @@ const char *cudaGetErrorName(cudaError_t e)
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
+    case cudaErrorNoKernelImageForDevice: return "cudaErrorNoKernelImageForDevice";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
+    case cudaErrorMisalignedAddress: return "cudaErrorMisalignedAddress";
     default: return "cudaErrorUnknown";
     }
 }
@@ -229,31 +275,58 @@ const char *cudaGetErrorString(cudaError_t e)
 
 cudaError_t cudaGetDeviceCount(int *count)
 {
-    *count = 1;
+    *count = sim_device_count;
     return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int *device)
 {
-    *device = current_device;
+    *device = current_ctx ? current_ctx->device : rt_device;
     return cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int device)
 {
-    if (device != 0) return fail_with(cudaErrorInvalidDevice);
-    current_device = device;
+    if (device < 0 || device >= sim_device_count) return fail_with(cudaErrorInvalidDevice);
+    rt_device = device;
+    current_ctx = &sim_primary[device]; /* CUDA 12+: the primary context, current at once */
+    return cudaSuccess;
+}
+
+static int sim_cuCtxGetCurrent(void **ctx)
+{
+    *ctx = current_ctx;
+    return 0;
+}
+
+static int sim_cuCtxSetCurrent(void *ctx)
+{
+    current_ctx = ctx;
+    return 0;
+}
+
+cudaError_t cudaGetDriverEntryPointByVersion(const char *symbol, void **fn, unsigned int version,
+                                             unsigned long long flags, enum cudaDriverEntryPointQueryResult *q)
+{
+    (void)version, (void)flags;
+    *fn = NULL;
+    if (q) *q = cudaDriverEntryPointSymbolNotFound;
+    if (sim_no_entry_points) return cudaSuccess;
+    if (!strcmp(symbol, "cuCtxGetCurrent")) *fn = (void *)sim_cuCtxGetCurrent;
+    else if (!strcmp(symbol, "cuCtxSetCurrent")) *fn = (void *)sim_cuCtxSetCurrent;
+    if (*fn && q) *q = cudaDriverEntryPointSuccess;
     return cudaSuccess;
 }
 
 cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int device)
 {
-    if (device != 0) return fail_with(cudaErrorInvalidDevice);
+    if (device < 0 || device >= sim_device_count) return fail_with(cudaErrorInvalidDevice);
     memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "qkern host simulator");
+    snprintf(p->name, sizeof p->name, "qkern host simulator %d", device);
     p->totalGlobalMem = device_capacity;
     p->multiProcessorCount = 4;
-    p->major = 9;
+    p->major = sim_cc_major;
+    p->minor = sim_cc_minor;
     return cudaSuccess;
 }
 
@@ -262,12 +335,14 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
     *value = attr == cudaDevAttrMemoryPoolsSupported          ? sim_pools
              : attr == cudaDevAttrMaxSharedMemoryPerBlockOptin ? sim_smem_optin
                                                                 : 0;
-    return device == 0 ? cudaSuccess : fail_with(cudaErrorInvalidDevice);
+    return device >= 0 && device < sim_device_count ? cudaSuccess : fail_with(cudaErrorInvalidDevice);
 }
+
+static int sim_driver_version = 13000;
 
 cudaError_t cudaDriverGetVersion(int *v)
 {
-    *v = 13000;
+    *v = sim_driver_version;
     return cudaSuccess;
 }
 
@@ -277,9 +352,15 @@ cudaError_t cudaRuntimeGetVersion(int *v)
     return cudaSuccess;
 }
 
+static size_t pending_frees(void);
+
 static cudaError_t device_malloc(void **p, size_t bytes)
 {
-    if (bytes > device_capacity - device_used) {
+    SIM_STICKY();
+    if (bytes + sim_other_use > device_capacity - device_used && pending_frees()) {
+        run_all(); /* the device catches up with the queued frees (as a GPU would have) */
+    }
+    if (bytes + sim_other_use > device_capacity - device_used) {
         *p = NULL;
         return fail_with(cudaErrorMemoryAllocation);
     }
@@ -294,8 +375,89 @@ cudaError_t cudaMalloc(void **p, size_t bytes)
     return device_malloc(p, bytes);
 }
 
+/* sim_low_free: the least free device memory seen after an allocation. */
+static size_t sim_low_free = SIZE_MAX;
+
+/* Device bytes whose cudaFreeAsync is queued but not yet run: a GPU gets
+ * there on its own soon, this lazy simulator only when someone waits. */
+static size_t pending_frees(void)
+{
+    size_t t = 0;
+    for (int i = 0; i < MAX_STREAMS; i++) {
+        struct CUstream_st *s = streams[i];
+        if (!s) continue;
+        for (size_t j = s->head; j < s->n; j++) {
+            if (s->ops[j].kind != OP_FREE) continue;
+            for (size_t a = 0; a < n_allocs; a++)
+                if (allocs[a].live && allocs[a].p == s->ops[j].dst) t += allocs[a].bytes;
+        }
+    }
+    return t;
+}
+
+cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total)
+{
+    SIM_STICKY();
+    size_t used = device_used + sim_other_use - pending_frees();
+    *free_b = used < device_capacity ? device_capacity - used : 0;
+    *total = device_capacity;
+    return cudaSuccess;
+}
+
+static void note_low_free(void)
+{
+    size_t used = device_used + sim_other_use - pending_frees();
+    size_t f = used < device_capacity ? device_capacity - used : 0;
+    if (f < sim_low_free) sim_low_free = f;
+}
+
+/* Pools: one the backend makes (and its release threshold), or the default one. */
+struct CUmemPoolHandle_st {
+    uint64_t threshold;
+    int device;
+};
+static int sim_pools_live, sim_pool_allocs, sim_default_pool_allocs;
+static uint64_t sim_pool_threshold = ~0ull;
+
+cudaError_t cudaMemPoolCreate(cudaMemPool_t *pool, const struct cudaMemPoolProps *props)
+{
+    SIM_STICKY();
+    if (!sim_pools || props->location.type != cudaMemLocationTypeDevice || props->location.id < 0 ||
+        props->location.id >= sim_device_count)
+        return fail_with(cudaErrorInvalidValue);
+    *pool = calloc(1, sizeof **pool);
+    (*pool)->device = props->location.id;
+    sim_pools_live++;
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, enum cudaMemPoolAttr attr, void *value)
+{
+    if (attr != cudaMemPoolAttrReleaseThreshold) return fail_with(cudaErrorInvalidValue);
+    pool->threshold = *(uint64_t *)value;
+    sim_pool_threshold = pool->threshold;
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemPoolDestroy(cudaMemPool_t pool)
+{
+    free(pool);
+    sim_pools_live--;
+    return cudaSuccess;
+}
+
+cudaError_t cudaMallocFromPoolAsync(void **p, size_t bytes, cudaMemPool_t pool, cudaStream_t s)
+{
+    (void)pool, (void)s;
+    sim_pool_allocs++;
+    cudaError_t e = device_malloc(p, bytes);
+    if (e == cudaSuccess) note_low_free();
+    return e;
+}
+
 cudaError_t cudaMallocAsync(void **p, size_t bytes, cudaStream_t s)
 {
+    sim_default_pool_allocs++;
     (void)s;
     return device_malloc(p, bytes);
 }
@@ -305,7 +467,7 @@ cudaError_t cudaFree(void *p)
     if (!p) return cudaSuccess;
     run_all(); /* cudaFree synchronizes the device */
     drop_alloc(p, MEM_DEVICE);
-    return cudaSuccess;
+    return sim_sticky ? fail_with(sim_sticky) : cudaSuccess;
 }
 
 cudaError_t cudaFreeAsync(void *p, cudaStream_t s)
@@ -352,6 +514,7 @@ cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *a, const void
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind, cudaStream_t s)
 {
+    SIM_STICKY();
     if (kind == cudaMemcpyHostToDevice) {
         dev_check(dst, bytes, "cudaMemcpyAsync H2D destination");
         sim_op op = {.kind = OP_COPY, .dst = dst, .src = src, .bytes = bytes};
@@ -367,6 +530,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaM
         } else { /* pageable: returns once the copy is done */
             if (s) run_until(s, s->enq);
             else run_all();
+            if (sim_sticky) return fail_with(sim_sticky);
             memcpy(dst, src, bytes);
         }
     } else if (kind == cudaMemcpyDeviceToDevice) {
@@ -382,6 +546,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaM
 
 cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s)
 {
+    SIM_STICKY();
     dev_check(p, bytes, "cudaMemsetAsync");
     enqueue(s, (sim_op){.kind = OP_SET, .dst = p, .value = value, .bytes = bytes});
     return cudaSuccess;
@@ -393,6 +558,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags)
     for (int i = 0; i < MAX_STREAMS; i++) {
         if (!streams[i]) {
             streams[i] = calloc(1, sizeof *streams[i]);
+            streams[i]->ctx = current_ctx;
             *s = streams[i];
             return cudaSuccess;
         }
@@ -414,7 +580,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s)
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
     run_until(s, s->enq);
-    return cudaSuccess;
+    return sim_sticky ? fail_with(sim_sticky) : cudaSuccess;
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags)
@@ -432,6 +598,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t e)
 
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 {
+    SIM_STICKY();
     e->s = s;
     e->target = s ? s->enq : 0;
     return cudaSuccess;
@@ -440,24 +607,38 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 cudaError_t cudaEventSynchronize(cudaEvent_t e)
 {
     if (e->s) run_until(e->s, e->target);
-    return cudaSuccess;
+    return sim_sticky ? fail_with(sim_sticky) : cudaSuccess;
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags)
 {
     (void)flags;
+    SIM_STICKY();
     if (e->s && e->s != s) enqueue(s, (sim_op){.kind = OP_WAIT, .wait_stream = e->s, .wait_target = e->target});
     return cudaSuccess;
 }
 
 /* ==== the simulated kernels: each launcher's contract as a plain loop ===================== */
 
+/* What cudaLaunchKernelEx would say: a device the fat binary has no code for
+ * (compute capability 7.x here: the build has sm_80/sm_90 and compute_90),
+ * a resource failure the test asks for, the sticky error of an earlier fault.
+ * A launch error is returned, never left for cudaGetLastError(). */
 static cudaError_t launch(cudaStream_t s, void (*fn)(void *), const void *args, size_t size)
 {
+    SIM_STICKY();
+    if (sim_cc_major < 8) return fail_with(cudaErrorNoKernelImageForDevice);
+    if (sim_next_launch_error) {
+        cudaError_t e = sim_next_launch_error;
+        sim_next_launch_error = cudaSuccess;
+        return fail_with(e);
+    }
+    sim_launches++;
     void *copy = malloc(size);
     memcpy(copy, args, size);
-    enqueue(s, (sim_op){.kind = OP_CALL, .fn = fn, .owned = copy});
-    return cudaGetLastError();
+    enqueue(s, (sim_op){.kind = OP_CALL, .fn = fn, .owned = copy, .fault = sim_fault_next_kernel});
+    sim_fault_next_kernel = cudaSuccess;
+    return cudaSuccess;
 }
 
 static double value_at(int is_f64, const void *x, int64_t i)
@@ -476,6 +657,7 @@ static void minmax_run(void *p)
 {
     minmax_args *a = p;
     dev_check(a->x, (size_t)a->n * (a->is_f64 ? 8 : 4), "minmax x");
+    dev_aligned(a->x, a->is_f64 ? 8 : 4, "minmax x");
     dev_check(a->acc, sizeof *a->acc, "minmax acc");
     for (int64_t i = 0; i < a->n; i++) {
         double v = value_at(a->is_f64, a->x, i);
@@ -513,7 +695,9 @@ static void quant_run(void *p)
 {
     quant_args *a = p;
     dev_check(a->x, (size_t)a->n * qk_dtype_size(a->xt), "quantize x");
+    dev_aligned(a->x, qk_dtype_size(a->xt), "quantize x");
     dev_check(a->codes, (size_t)a->n * qk_dtype_size(a->ct), "quantize codes");
+    dev_aligned(a->codes, qk_dtype_size(a->ct), "quantize codes");
     for (int64_t i = 0; i < a->n; i++) {
         int32_t q = a->xt == QK_F32
                         ? qk_quant_f32(((const float *)a->x)[i], a->p.scale, a->p.zero_point, a->p.qmin, a->p.qmax)
@@ -551,7 +735,9 @@ static void dequant_run(void *p)
 {
     quant_args *a = p;
     dev_check(a->codes, (size_t)a->n * qk_dtype_size(a->ct), "dequantize codes");
+    dev_aligned(a->codes, qk_dtype_size(a->ct), "dequantize codes");
     dev_check(a->x, (size_t)a->n * 4, "dequantize out");
+    dev_aligned(a->x, 4, "dequantize out");
     float *out = (float *)a->x;
     for (int64_t i = 0; i < a->n; i++) out[i] = qk_dequant(code_at(a->ct, a->codes, i), a->scale, a->zp);
 }
@@ -588,6 +774,7 @@ static void error_run(void *p)
     error_args *a = p;
     const int64_t nblk = (a->n + QK_CU_ERROR_BLOCK - 1) / QK_CU_ERROR_BLOCK;
     dev_check(a->x, (size_t)a->n * (a->is_f64 ? 8 : 4), "error x");
+    dev_aligned(a->x, a->is_f64 ? 8 : 4, "error x");
     dev_check(a->params, (size_t)a->k * sizeof *a->params, "error params");
     dev_check(a->partial, (size_t)nblk * (size_t)a->k * 16, "error partial");
     dev_check(a->clipped, (size_t)a->k * 8, "error clipped");
@@ -652,6 +839,7 @@ static void pass_run(void *p)
     sim_passes++;
     sim_pass_keys += (unsigned long long)a->count;
     dev_check(a->src, (size_t)a->count * (wide ? 8 : 4), "select source");
+    dev_aligned(a->src, wide ? 8 : 4, "select source");
     dev_check(a->hist, ((size_t)(root ? 1 : a->nnodes) << a->digit_bits) * 8, "select histogram");
     dev_check(a->out_count, 8, "select cursor");
     if (!root) dev_check(a->prefixes, (size_t)a->nnodes * (wide ? 8 : 4), "select prefixes");
@@ -743,6 +931,7 @@ static void seg_minmax_run(void *p)
 {
     seg_minmax_args *a = p;
     dev_check(a->x, (size_t)(a->seg * a->nseg) * (a->is_f64 ? 8 : 4), "seg minmax x");
+    dev_aligned(a->x, a->is_f64 ? 8 : 4, "seg minmax x");
     dev_check(a->acc, (size_t)a->nseg * sizeof *a->acc, "seg minmax acc");
     dev_check(a->out, (size_t)a->nseg * sizeof *a->out, "seg minmax out");
     for (int64_t b = 0; b < a->nseg; b++) {
@@ -809,6 +998,7 @@ static void seg_select_run(void *p)
 {
     seg_select_args *a = p;
     dev_check(a->x, (size_t)(a->seg * a->nseg) * (a->is_f64 ? 8 : 4), "seg select x");
+    dev_aligned(a->x, a->is_f64 ? 8 : 4, "seg select x");
     dev_check(a->ranks, (size_t)(a->nseg * a->nranks) * 8, "seg select ranks");
     dev_check(a->values, (size_t)(a->nseg * a->nranks) * 8, "seg select values");
     dev_check(a->bad, 8, "seg select bad");
@@ -940,6 +1130,7 @@ static void seg_error_run(void *p)
 {
     seg_error_args *a = p;
     dev_check(a->x, (size_t)(a->seg * a->nseg) * (a->is_f64 ? 8 : 4), "seg error x");
+    dev_aligned(a->x, a->is_f64 ? 8 : 4, "seg error x");
     dev_check(a->params, (size_t)(a->nseg * a->k) * sizeof *a->params, "seg error params");
     dev_check(a->fences, (size_t)a->nseg * 16, "seg error fences");
     dev_check(a->scratch, qk_cu_seg_error_scratch(a->seg, a->nseg, a->k), "seg error scratch");
@@ -1005,7 +1196,9 @@ static void widen_run(void *p)
 {
     widen_args *a = p;
     dev_check(a->x, (size_t)a->n * 2, "widen x");
+    dev_aligned(a->x, 2, "widen x");
     dev_check(a->out, (size_t)a->n * 4, "widen out");
+    dev_aligned(a->out, 4, "widen out");
     for (int64_t i = 0; i < a->n; i++) {
         uint32_t bits = a->xt == QK_F16 ? qk_cu_half_bits(a->x[i]) : (uint32_t)a->x[i] << 16;
         memcpy(&a->out[i], &bits, 4);
@@ -2022,6 +2215,309 @@ static void test_widen(void **state)
     no_sim_errors();
 }
 
+/* ==== the stricter runtime: the library's reaction to what a GPU does ================== */
+
+/* a little of everything on ctx: host and device tensors, select, error pass, quantize */
+static void some_work(qk_context *c)
+{
+    enum { N = 70001 };
+    float *x = malloc(N * 4);
+    ref_fill(x, N, REF_LAPLACE_OUTLIERS, 77);
+    qk_tensor th = qk_tensor_host(QK_F32, x, N);
+    same_stats(c, &th, &th, 0, "some work");
+    qk_buffer *b;
+    assert_int_equal(qk_buffer_create(c, N * 4, &b), QK_OK);
+    assert_int_equal(qk_buffer_write(c, b, 0, x, N * 4), QK_OK);
+    qk_tensor td = qk_tensor_buffer(QK_F32, b, 0, N);
+    qk_qparams qp;
+    assert_int_equal(qk_qparams_from_range(cpu, QK_ASYMMETRIC, 8, 0, 0, -0.5, 0.7, &qp), QK_OK);
+    qk_error_result e;
+    assert_int_equal(qk_quant_error(c, &td, &qp, 0, &e), QK_OK);
+    uint8_t *q = malloc(N);
+    qk_tensor tq = qk_tensor_host(QK_U8, q, N);
+    assert_int_equal(qk_quantize(c, &td, &qp, &tq), QK_OK);
+    qk_buffer_destroy(c, b);
+    free(q);
+    free(x);
+}
+
+/* An error the application has not read yet survives every qkern call. */
+static void test_last_error_untouched(void **state)
+{
+    last_error = cudaErrorInvalidValue; /* the application's own failed call, unread */
+    some_work(sim);
+    assert_int_equal(last_error, cudaErrorInvalidValue);
+    last_error = cudaSuccess;
+    no_sim_errors(); /* and cudaGetLastError() was never called (the simulator fails it) */
+}
+
+/* The caller's current device and driver context are as found after every
+ * call; the backend's streams are only used with its own context current
+ * (the simulator checks each use). */
+static void test_current_device_restored(void **state)
+{
+    sim_device_count = 2;
+    assert_int_equal(cudaSetDevice(1), cudaSuccess); /* the application works on device 1 */
+    some_work(sim);
+    int d = -1;
+    assert_int_equal(cudaGetDevice(&d), cudaSuccess);
+    assert_int_equal(d, 1);
+    assert_ptr_equal(current_ctx, &sim_primary[1]);
+    /* a context of the application's own on the backend's device */
+    current_ctx = &sim_foreign;
+    some_work(sim);
+    assert_ptr_equal(current_ctx, &sim_foreign);
+    /* no context current at all (a fresh thread) */
+    current_ctx = NULL;
+    some_work(sim);
+    assert_null(current_ctx);
+    /* a new context made while device 1 is current leaves it current */
+    assert_int_equal(cudaSetDevice(1), cudaSuccess);
+    qk_context *c = open_sim(NULL);
+    assert_ptr_equal(current_ctx, &sim_primary[1]);
+    qk_context_destroy(c);
+    assert_ptr_equal(current_ctx, &sim_primary[1]);
+    /* without the driver's context calls: by device */
+    sim_no_entry_points = 1;
+    c = open_sim(NULL);
+    some_work(c);
+    assert_int_equal(cudaGetDevice(&d), cudaSuccess);
+    assert_int_equal(d, 1);
+    qk_context_destroy(c);
+    sim_no_entry_points = 0;
+    assert_int_equal(cudaSetDevice(0), cudaSuccess);
+    sim_device_count = 1;
+    no_sim_errors();
+}
+
+/* A device the fat binary has no code for (a T4, 7.5) is refused, with the
+ * reason, and AUTO goes on to another backend; 8.6 runs sm_80 code and 10.0
+ * the compute_90 PTX. */
+static void test_old_device(void **state)
+{
+    sim_cc_major = 7;
+    sim_cc_minor = 5;
+    qk_context *c = NULL;
+    char msg[512];
+    assert_int_equal(qk_context_create(QK_BACKEND_CUDA, &c, msg, sizeof msg), QK_ERR_NO_DEVICE);
+    assert_null(c);
+    assert_non_null(strstr(msg, "7.5"));
+    assert_non_null(strstr(msg, "sm_75"));
+    qk_backend_info info;
+    assert_int_equal(qk_backend_query(QK_BACKEND_CUDA, &info), QK_OK);
+    assert_false(info.available);
+    assert_non_null(strstr(info.reason, "sm_75"));
+    assert_int_equal(info.n_devices, 1);
+    assert_non_null(strstr(info.devices[0].version, "unsupported"));
+    unsetenv("QKERN_BACKEND");
+    assert_int_equal(qk_context_create(QK_BACKEND_AUTO, &c, msg, sizeof msg), QK_OK);
+    assert_int_not_equal(qk_context_backend(c), QK_BACKEND_CUDA);
+    qk_context_destroy(c);
+    static const int ok[][2] = {{8, 0}, {8, 6}, {8, 9}, {9, 0}, {10, 0}, {12, 0}};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        sim_cc_major = ok[i][0];
+        sim_cc_minor = ok[i][1];
+        c = open_sim(NULL);
+        qk_context_destroy(c);
+    }
+    sim_cc_major = 9;
+    sim_cc_minor = 0;
+    no_sim_errors();
+}
+
+/* A launch that fails (resources, no kernel image) is an error naming the
+ * kernel and the CUDA error, not sticky: the next call works. */
+static void test_launch_errors(void **state)
+{
+    enum { N = 4096 };
+    float x[N];
+    ref_fill(x, N, REF_NORMAL, 5);
+    qk_tensor t = qk_tensor_host(QK_F32, x, N);
+    qk_minmax_result r;
+    static const cudaError_t errs[] = {cudaErrorLaunchOutOfResources, cudaErrorNoKernelImageForDevice};
+    for (int i = 0; i < 2; i++) {
+        sim_next_launch_error = errs[i];
+        assert_int_equal(qk_minmax(sim, &t, 0, &r), QK_ERR_BACKEND);
+        assert_non_null(strstr(qk_context_message(sim), "minmax kernel"));
+        assert_non_null(strstr(qk_context_message(sim), cudaGetErrorName(errs[i])));
+        assert_int_equal(qk_minmax(sim, &t, 0, &r), QK_OK);
+    }
+    sim_next_launch_error = cudaErrorLaunchOutOfResources;
+    qk_error_result e;
+    qk_qparams qp;
+    assert_int_equal(qk_qparams_from_range(cpu, QK_SYMMETRIC, 8, 0, 0, -1, 1, &qp), QK_OK);
+    assert_int_equal(qk_quant_error(sim, &t, &qp, 0, &e), QK_ERR_BACKEND);
+    assert_non_null(strstr(qk_context_message(sim), "error kernel"));
+    assert_int_equal(qk_quant_error(sim, &t, &qp, 0, &e), QK_OK);
+    no_sim_errors();
+}
+
+/* A kernel fault (sticky) names the kernel, says the context is unusable, and
+ * every later call on that qkern context fails with the same words, launching
+ * nothing. */
+static void test_sticky_fault(void **state)
+{
+    enum { N = 200000 };
+    float *x = malloc(N * 4);
+    ref_fill(x, N, REF_NORMAL, 8);
+    qk_context *c = open_sim(NULL);
+    qk_tensor t = qk_tensor_host(QK_F32, x, N);
+    qk_qparams qp;
+    assert_int_equal(qk_qparams_from_range(cpu, QK_SYMMETRIC, 8, 0, 0, -1, 1, &qp), QK_OK);
+    qk_error_result e;
+    sim_fault_next_kernel = cudaErrorIllegalAddress;
+    assert_int_equal(qk_quant_error(c, &t, &qp, 0, &e), QK_ERR_BACKEND);
+    char first[1024];
+    snprintf(first, sizeof first, "%s", qk_context_message(c));
+    assert_non_null(strstr(first, "error kernel"));
+    assert_non_null(strstr(first, "cudaErrorIllegalAddress"));
+    assert_non_null(strstr(first, "unusable"));
+    unsigned long long before = sim_launches;
+    qk_minmax_result r;
+    assert_int_equal(qk_minmax(c, &t, 0, &r), QK_ERR_BACKEND);
+    assert_string_equal(qk_context_message(c), first);
+    qk_buffer *b;
+    assert_int_equal(qk_buffer_create(c, 1024, &b), QK_ERR_BACKEND);
+    assert_string_equal(qk_context_message(c), first);
+    assert_int_equal(sim_launches, before);
+    qk_context_destroy(c); /* still releases what it can */
+    sim_sticky = cudaSuccess; /* a new process */
+    last_error = cudaSuccess;
+    free(x);
+    no_sim_errors();
+}
+
+/* Wrapped memory at an address not aligned for the dtype is refused before
+ * any kernel sees it, on the CUDA and the CPU backend alike; an aligned
+ * offset into it is fine. */
+static void test_misaligned_wrap(void **state)
+{
+    enum { N = 1024 };
+    float x[N];
+    ref_fill(x, N, REF_NORMAL, 12);
+    void *dev = NULL;
+    assert_int_equal(cudaMalloc(&dev, N * 4 + 16), cudaSuccess);
+    assert_int_equal(cudaMemcpyAsync((char *)dev + 4, x, N * 4, cudaMemcpyHostToDevice, NULL), cudaSuccess);
+    qk_buffer *w, *wa;
+    assert_int_equal(qk_buffer_wrap(sim, (char *)dev + 2, N * 4 + 8, &w), QK_OK); /* d_ptr + 2 */
+    assert_int_equal(qk_buffer_wrap(sim, (char *)dev + 4, N * 4, &wa), QK_OK);
+    qk_tensor bad = qk_tensor_buffer(QK_F32, w, 0, N), good = qk_tensor_buffer(QK_F32, wa, 0, N);
+    qk_minmax_result r, ref;
+    assert_int_equal(qk_minmax(sim, &bad, 0, &r), QK_ERR_INVALID_ARG);
+    assert_non_null(strstr(qk_context_message(sim), "not aligned"));
+    double p = 50, v;
+    assert_int_equal(qk_percentiles(sim, &bad, &p, 1, 0, &v), QK_ERR_INVALID_ARG);
+    qk_tensor bad64 = qk_tensor_buffer(QK_F64, wa, 0, N / 2); /* 4-aligned is not enough for float64 */
+    assert_int_equal(qk_minmax(sim, &bad64, 0, &r), QK_ERR_INVALID_ARG);
+    assert_int_equal(qk_minmax(sim, &good, 0, &r), QK_OK);
+    qk_tensor th = qk_tensor_host(QK_F32, x, N);
+    assert_int_equal(qk_minmax(cpu, &th, 0, &ref), QK_OK);
+    assert_true(bits_eq(r.min, ref.min) && bits_eq(r.max, ref.max));
+    /* int16 codes two bytes in are fine, int32 codes there are not */
+    qk_qparams qp;
+    assert_int_equal(qk_qparams_from_range(cpu, QK_SYMMETRIC, 12, 0, 0, -4, 4, &qp), QK_OK);
+    void *dc = NULL;
+    assert_int_equal(cudaMalloc(&dc, N * 4 + 16), cudaSuccess);
+    qk_buffer *wc;
+    assert_int_equal(qk_buffer_wrap(sim, (char *)dc + 2, N * 4 + 8, &wc), QK_OK);
+    qk_tensor codes = qk_tensor_buffer(QK_I16, wc, 0, N), codes32 = qk_tensor_buffer(QK_I32, wc, 0, N);
+    assert_int_equal(qk_quantize(sim, &good, &qp, &codes), QK_OK);
+    assert_int_equal(qk_quantize(sim, &good, &qp, &codes32), QK_ERR_INVALID_ARG);
+    qk_buffer_destroy(sim, wc);
+    qk_buffer_destroy(sim, wa);
+    qk_buffer_destroy(sim, w);
+    assert_int_equal(cudaFree(dc), cudaSuccess);
+    assert_int_equal(cudaFree(dev), cudaSuccess);
+    /* the CPU backend wraps host memory: the same rule */
+    char *host = malloc(N * 4 + 16);
+    memcpy(host + 4, x, N * 4);
+    qk_buffer *hw, *hwa;
+    assert_int_equal(qk_buffer_wrap(cpu, host + 2, N * 4 + 8, &hw), QK_OK);
+    assert_int_equal(qk_buffer_wrap(cpu, host + 4, N * 4, &hwa), QK_OK);
+    qk_tensor hb = qk_tensor_buffer(QK_F32, hw, 0, N), hg = qk_tensor_buffer(QK_F32, hwa, 0, N);
+    assert_int_equal(qk_minmax(cpu, &hb, 0, &r), QK_ERR_INVALID_ARG);
+    assert_non_null(strstr(qk_context_message(cpu), "not aligned"));
+    assert_int_equal(qk_minmax(cpu, &hg, 0, &r), QK_OK);
+    assert_true(bits_eq(r.min, ref.min));
+    qk_buffer_destroy(cpu, hw);
+    qk_buffer_destroy(cpu, hwa);
+    free(host);
+    no_sim_errors();
+}
+
+/* The backend allocates scratch from a pool of its own whose release
+ * threshold keeps memory mapped between calls (none under a memory limit,
+ * which caps what it holds); the application's default pool is left alone. */
+static void test_memory_pool(void **state)
+{
+    const int live = sim_pools_live, def = sim_default_pool_allocs;
+    qk_context *c = open_sim(NULL);
+    assert_int_equal(sim_pools_live, live + 1);
+    assert_true(sim_pool_threshold == ((uint64_t)1 << 30) / 16); /* a sixteenth of the 1 GiB device */
+    const int before = sim_pool_allocs;
+    some_work(c);
+    assert_true(sim_pool_allocs > before);
+    assert_int_equal(sim_default_pool_allocs, def);
+    qk_context_destroy(c);
+    assert_int_equal(sim_pools_live, live);
+    c = open_sim("8M");
+    assert_true(sim_pool_threshold == 0);
+    qk_context_destroy(c);
+    device_capacity = (size_t)16 << 30; /* a large device: 256 MiB kept at most */
+    c = open_sim(NULL);
+    assert_true(sim_pool_threshold == (uint64_t)256 << 20);
+    qk_context_destroy(c);
+    device_capacity = (size_t)1 << 30;
+    no_sim_errors();
+}
+
+/* A shared device (other processes hold most of it, no limit set): the
+ * optional resident-key buffer and the staging are sized from cudaMemGetInfo
+ * and leave the reserve (a sixteenth of the device) free; results unchanged. */
+static void test_shared_device(void **state)
+{
+    const size_t mib = (size_t)1 << 20;
+    sim_other_use = device_capacity - 150 * mib;
+    qk_context *c = open_sim(NULL);
+    const int64_t n = (int64_t)1 << 24; /* 64 MiB of float32: resident keys would take 64 MiB */
+    float *x = malloc((size_t)n * 4);
+    ref_fill(x, n, REF_LAPLACE_OUTLIERS, 31);
+    qk_tensor t = qk_tensor_host(QK_F32, x, n);
+    static const double p[] = {0.1, 50, 99.9};
+    double got[3], want[3];
+    sim_low_free = SIZE_MAX;
+    assert_int_equal(qk_percentiles(c, &t, p, 3, 0, got), QK_OK);
+    assert_int_equal(qk_percentiles(cpu, &t, p, 3, 0, want), QK_OK);
+    for (int i = 0; i < 3; i++) assert_true(bits_eq(got[i], want[i]));
+    if (sim_low_free < 63 * mib) fail_msg("free device memory went down to %zu MiB (reserve 64 MiB)", sim_low_free / mib);
+    /* almost nothing free: the smallest pieces still work */
+    sim_other_use = device_capacity - 40 * mib;
+    assert_int_equal(qk_percentiles(c, &t, p, 3, 0, got), QK_OK);
+    for (int i = 0; i < 3; i++) assert_true(bits_eq(got[i], want[i]));
+    qk_context_destroy(c);
+    sim_other_use = 0;
+    free(x);
+    no_sim_errors();
+}
+
+/* The versions qkern info shows: the runtime's, the driver's (0 without one),
+ * and the oldest driver this build needs. */
+static void test_versions(void **state)
+{
+    qk_backend_info info;
+    assert_int_equal(qk_backend_query(QK_BACKEND_CUDA, &info), QK_OK);
+    assert_int_equal(info.runtime_version, 13000);
+    assert_int_equal(info.driver_version, 13000);
+    assert_string_equal(info.driver_needed, CUDART_VERSION >= 13000 ? "580.65.06" : "525.60.13");
+    sim_driver_version = 0;
+    assert_int_equal(qk_backend_query(QK_BACKEND_CUDA, &info), QK_OK);
+    assert_int_equal(info.driver_version, 0);
+    sim_driver_version = 13000;
+    assert_int_equal(qk_backend_query(QK_BACKEND_CPU, &info), QK_OK);
+    assert_int_equal(info.runtime_version, 0);
+    assert_string_equal(info.driver_needed, "");
+}
+
 int main(void)
 {
     qk_backend_info info;
@@ -2050,6 +2546,15 @@ int main(void)
         cmocka_unit_test(test_seg_error),
         cmocka_unit_test(test_seg_batches),
         cmocka_unit_test(test_widen),
+        cmocka_unit_test(test_last_error_untouched),
+        cmocka_unit_test(test_current_device_restored),
+        cmocka_unit_test(test_old_device),
+        cmocka_unit_test(test_launch_errors),
+        cmocka_unit_test(test_sticky_fault),
+        cmocka_unit_test(test_misaligned_wrap),
+        cmocka_unit_test(test_memory_pool),
+        cmocka_unit_test(test_shared_device),
+        cmocka_unit_test(test_versions),
     };
     return cmocka_run_group_tests_name("cuda_hostsim", tests, setup, teardown) ? 1 : 0;
 }

@@ -22,11 +22,19 @@ void cmd_info_usage(void)
           "  --json           print one JSON object:\n"
           "                   {\"backends\":[{\"name\",\"compiled\",\"available\",\"reason\",\n"
           "                   \"devices\":[{\"name\",\"vendor\",\"type\",\"version\",\"global_mem\"}]}]}\n"
-          "                   (\"reason\" only when not available)\n"
+          "                   (\"reason\" only when not available; cuda, when compiled, also has\n"
+          "                   \"runtime_version\", \"driver_version\" (null without a driver) and\n"
+          "                   \"driver_needed\", the oldest NVIDIA driver the build runs on)\n"
           "  --backend NAME   only this backend (auto|cpu|opencl|cuda; auto shows the one\n"
           "                   that would be picked); exit 0 if available, 1 if not\n"
           "  -h, --help       show this help\n",
           stdout);
+}
+
+/* CUDA numbers versions 1000 * major + 10 * minor. */
+static void cuda_version(char *buf, size_t len, int v)
+{
+    snprintf(buf, len, "%d.%d", v / 1000, (v % 1000) / 10);
 }
 
 static void print_text(const qk_backend_info *b)
@@ -36,6 +44,13 @@ static void print_text(const qk_backend_info *b)
     else
         printf("%-7s %s: %s\n", b->name, b->compiled ? "not available" : "not compiled",
                b->reason[0] ? b->reason : "(no reason given)");
+    if (b->kind == QK_BACKEND_CUDA && b->compiled) {
+        char rt[32], drv[32] = "none found";
+        cuda_version(rt, sizeof rt, b->runtime_version);
+        if (b->driver_version) cuda_version(drv, sizeof drv, b->driver_version);
+        printf("        CUDA runtime %s, driver %s (this build needs NVIDIA driver %s or newer)\n", rt, drv,
+               b->driver_needed);
+    }
     for (int d = 0; d < b->n_devices && d < QK_MAX_DEVICES; d++) {
         const qk_device_info *dev = &b->devices[d];
         printf("  [%d] %s (%s, %s", d, dev->name, dev->vendor[0] ? dev->vendor : "unknown vendor",
@@ -56,6 +71,18 @@ static void add_json(cli_json *j, cJSON *list, const qk_backend_info *b)
     cli_json_bool(j, o, "available", b->available);
     if (!b->available)
         cli_json_string(j, o, "reason", b->reason);
+    if (b->kind == QK_BACKEND_CUDA && b->compiled) {
+        char v[32];
+        cuda_version(v, sizeof v, b->runtime_version);
+        cli_json_string(j, o, "runtime_version", v);
+        if (b->driver_version) {
+            cuda_version(v, sizeof v, b->driver_version);
+            cli_json_string(j, o, "driver_version", v);
+        } else {
+            cli_json_null(j, o, "driver_version");
+        }
+        cli_json_string(j, o, "driver_needed", b->driver_needed);
+    }
     cJSON *devs = cli_json_array(j, o, "devices");
     for (int d = 0; d < b->n_devices && d < QK_MAX_DEVICES; d++) {
         const qk_device_info *dev = &b->devices[d];

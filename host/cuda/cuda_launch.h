@@ -1,6 +1,7 @@
 /* The CUDA kernels' launchers (kernels/cuda, the .cu files), callable from C. Each one
- * enqueues its kernel(s) on the given stream and returns cudaGetLastError():
- * nothing here synchronizes. All pointers are device pointers unless a comment
+ * enqueues its kernel(s) on the given stream and returns the launch's error
+ * (cudaLaunchKernelEx's return value: the thread's last CUDA error, which is
+ * the application's, is never read or reset): nothing here synchronizes. All pointers are device pointers unless a comment
  * says otherwise; all counts and indices are 64-bit. */
 #ifndef QK_CUDA_LAUNCH_H
 #define QK_CUDA_LAUNCH_H
@@ -119,8 +120,9 @@ typedef struct qk_cu_seg_counts {
 
 /* out[b] = the min/max result of segment b as qk_cu_op_minmax reports it: keys
  * as qk_cu_minmax, first_nonfinite relative to the segment (-1 if none),
- * min = max = absmax = +0 when nothing is finite, absmax = (|min| > |max| ?
- * |min| : |max|) with |v| = (v < 0 ? -v : v). acc: nseg accumulators of
+ * min = max = absmax = +0 when nothing is finite, absmax = fmax(fabs(min),
+ * fabs(max)) (+0 for a segment of -0 only, as the CPU reference and
+ * cuda_ops.c). acc: nseg accumulators of
  * scratch (used when a segment is split between warps). */
 cudaError_t qk_cu_seg_minmax(cudaStream_t s, int sms, int is_f64, const void *x, int64_t seg, int64_t nseg,
                              qk_cu_minmax_acc *acc, qk_minmax_result *out);

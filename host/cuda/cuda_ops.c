@@ -131,7 +131,8 @@ qk_status qk_cu_op_error(qk_backend *be, const qk_tensor *x, const qk_qparams *p
     const int64_t nblk_total = (x->n + QK_CU_ERROR_BLOCK - 1) / QK_CU_ERROR_BLOCK;
     /* blocks per launch: bounded by the partial-sum budget (and the limit), the grid, and the tensor */
     uint64_t pbudget = QK_CU_PARTIAL_BYTES;
-    if (cu->limit != UINT64_MAX && pbudget > cu_budget(be) / 4) pbudget = cu_budget(be) / 4;
+    const uint64_t budget = cu_budget(be); /* the limit, and the device's free memory */
+    if (pbudget > budget / 4) pbudget = budget / 4;
     int64_t nblk = (int64_t)(pbudget / (k * 2 * sizeof(double)));
     if (nblk < 1) nblk = 1;
     if (nblk > QK_CU_MAX_LAUNCH / QK_CU_ERROR_BLOCK) nblk = QK_CU_MAX_LAUNCH / QK_CU_ERROR_BLOCK;

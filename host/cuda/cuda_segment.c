@@ -81,9 +81,9 @@ static size_t batch_bytes(const seg_batch *b, int64_t nb)
  * the device refuses. QK_ERR_UNSUPPORTED, no message, when one does not fit. */
 static qk_status batch_alloc(qk_backend *be, seg_batch *b, int64_t max_elems)
 {
-    cu_state *cu = cu_of(be);
     size_t cap = QK_CU_SEG_BATCH_BYTES;
-    if (cu->limit != UINT64_MAX && cap > cu_budget(be) / 4) cap = (size_t)(cu_budget(be) / 4);
+    const uint64_t budget = cu_budget(be); /* the limit, and the device's free memory */
+    if (cap > budget / 4) cap = (size_t)(budget / 4);
     size_t per = 0;
     for (int i = 0; i < 4; i++) per += b->per[i];
     int64_t nb = b->nseg;
@@ -139,7 +139,15 @@ done:
 }
 
 /* Per-segment parameters of segments [b0, b0 + cnt), k sets each, converted
- * into host staging and uploaded. */
+ * into host staging and uploaded.
+ *
+ * `staging` is plain malloc (pageable) memory, and the callers refill it for
+ * the next batch as soon as this returns, while the copy may not have run
+ * yet. That is correct only because it is pageable: cudaMemcpyAsync from
+ * pageable memory stages the source before it returns. Pinned memory
+ * (cudaHostAlloc) would be read by the DMA engine later, in stream order, so
+ * whoever pins this buffer must double-buffer it and wait on an event before
+ * each refill (as cuda_stream.c does for its pinned slots). */
 static qk_status upload_params(qk_backend *be, qk_cu_qparam *staging, qk_cu_qparam *dst, const qk_qparams *params,
                                int64_t b0, int64_t cnt, size_t k)
 {
@@ -251,7 +259,7 @@ static qk_status seg_quant_run(const seg_quant *q)
                                                   cnt * seg, seg, 0, b.arr[0]));
         }
     }
-    st = batch_end(be, &b, st); /* the staging is copied before each upload returns; wait anyway */
+    st = batch_end(be, &b, st); /* pageable staging is copied before each upload returns (upload_params) */
     free(staging);
     return st;
 }
@@ -293,7 +301,9 @@ qk_status qk_cu_op_seg_error(qk_backend *be, const qk_tensor *x, int64_t seg, co
     if (k > (size_t)1 << 24) return QK_ERR_UNSUPPORTED; /* the per-tensor member says why */
     cu_state *cu = cu_of(be);
     const size_t es = qk_dtype_size(x->dtype);
-    const int64_t ncg = ((int64_t)k + 3) / 4;
+    /* parameter groups: at most k (the kernels put 4 float32 or 2 float64 sets
+     * in a group, kernels/cuda/common.cuh's ErrShape; k bounds both) */
+    const int64_t ncg = (int64_t)k;
     seg_batch b = {.nseg = nseg,
                    .seg = seg,
                    .per = {k * sizeof(qk_cu_qparam), 2 * sizeof(double), k * sizeof(qk_cu_seg_sums),

@@ -176,8 +176,9 @@ qk_status qk_cu_op_select(qk_backend *be, const qk_tensor *x, unsigned flags, co
     /* ranks per batch: every node of a pass has its histogram of 2^11 counters */
     size_t batch = nranks < QK_CU_SELECT_MAX_NODES ? nranks : QK_CU_SELECT_MAX_NODES;
     const size_t per_node = ((size_t)1 << QK_CU_SELECT_ROOT_BITS) * sizeof(unsigned long long);
-    if (cu_of(be)->limit != UINT64_MAX && batch > cu_budget(be) / 4 / per_node) {
-        batch = cu_budget(be) / 4 / per_node;
+    const uint64_t budget = cu_budget(be); /* the limit, and the device's free memory */
+    if (batch > budget / 4 / per_node) {
+        batch = budget / 4 / per_node;
         if (batch < 1) batch = 1;
     }
     s.max_nodes = (int)batch;

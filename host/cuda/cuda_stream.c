@@ -65,7 +65,8 @@ qk_status cu_for_chunks(qk_backend *be, const qk_tensor *in, const qk_tensor *ou
         return st != QK_OK ? st : s2;
     }
 
-    /* Slot size: QK_CU_SLOT_BYTES, or half of what the memory limit leaves. */
+    /* Slot size: QK_CU_SLOT_BYTES, or half of what the memory limit and the
+     * device's free memory leave. */
     const size_t per = (in_host ? ies : 0) + (out_host ? oes : 0);
     uint64_t room = cu_budget(be) / 2;
     size_t want = room < QK_CU_SLOT_BYTES ? (size_t)room : QK_CU_SLOT_BYTES;
@@ -74,6 +75,9 @@ qk_status cu_for_chunks(qk_backend *be, const qk_tensor *in, const qk_tensor *ou
     if (slot_elems > chunk) slot_elems = chunk;
     if (n <= slot_elems || (n <= chunk && (size_t)n * per + 2 * QK_CU_ALIGN_BYTES <= want)) {
         slot_elems = n; /* one chunk: no alignment needed */
+    }
+    if (slot_elems < 1 && cu_limit_room(be) / 2 >= (uint64_t)align * per + 2 * QK_CU_ALIGN_BYTES) {
+        slot_elems = align; /* the device is short, not the limit: try the smallest chunk */
     }
     if (slot_elems < 1) {
         return qk_set_error(be->ctx, QK_ERR_NO_MEMORY,

@@ -337,7 +337,7 @@ qk_status ocl_select(qk_backend *base, const qk_tensor *x, unsigned flags, const
     if (x->host && !ocl_host_fits(be, bytes) && bytes <= be->budget / 2) {
         st = ocl_alloc(be, bytes, CL_MEM_READ_ONLY, &copy);
         if (st == QK_OK) st = ocl_write(be, copy, 0, x->host, bytes);
-        copy_buf = (qk_buffer){base->ctx, copy, bytes, 0};
+        copy_buf = (qk_buffer){base->ctx, copy, bytes, 0, 0};
         copy_t = qk_tensor_buffer(x->dtype, &copy_buf, 0, x->n);
         s.x = &copy_t;
     }

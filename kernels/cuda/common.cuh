@@ -203,10 +203,63 @@ inline unsigned grid_for(int64_t items, int sms, int per_sm)
     return (unsigned)want;
 }
 
+// Every launch goes through here: the launch error is the return value of
+// cudaLaunchKernelEx, so no launcher reads (and so resets) the thread's last
+// error, which belongs to the application (a library that calls
+// cudaGetLastError() swallows an error the host program has not read yet).
+// The arguments are converted to the kernel's parameter types as <<<>>> does.
+template <typename... Params, typename... Args>
+inline cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                          Args &&...args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = nullptr;
+    cfg.numAttrs = 0;
+    return cudaLaunchKernelEx(&cfg, kernel, static_cast<Args &&>(args)...);
+}
+
 inline bool aligned16(const void *p)
 {
     return ((uintptr_t)p & 15u) == 0;
 }
+
+// Shape of the error pass (error.cu, segment.cu), where grid search spends its
+// time: kGroup parameter sets per CUDA block (per warp in the warp kernel), and
+// kMinBlocks, the blocks of 256 threads __launch_bounds__ asks to fit on one
+// SM (register cap 65536 / (256 * kMinBlocks)). The group size decides only
+// which sets share a block: each set's sums are formed by the same threads
+// over the same elements in the same order, through the same warp tree and
+// the same walk over the warps, so results are bit-identical whatever the
+// group (and the counters come from group 0 either way). Checked with
+// `-Xptxas -v` for sm_80 and sm_90: no spills (kernels/cuda/README.md).
+#ifndef QK_CU_ERR_GROUP_F32
+#define QK_CU_ERR_GROUP_F32 4
+#endif
+#ifndef QK_CU_ERR_GROUP_F64
+#define QK_CU_ERR_GROUP_F64 2
+#endif
+#ifndef QK_CU_ERR_MINB_F32
+#define QK_CU_ERR_MINB_F32 2
+#endif
+#ifndef QK_CU_ERR_MINB_F64
+#define QK_CU_ERR_MINB_F64 2
+#endif
+// segment.cu's warp-per-segment error kernel holds less per thread (no block
+// reduction): it fits three blocks (<= 80 registers) for both types.
+template <typename T> struct ErrShape {
+    static constexpr int kGroup = QK_CU_ERR_GROUP_F32;
+    static constexpr int kMinBlocks = QK_CU_ERR_MINB_F32;
+    static constexpr int kWarpMinBlocks = 3;
+};
+template <> struct ErrShape<double> {
+    static constexpr int kGroup = QK_CU_ERR_GROUP_F64;
+    static constexpr int kMinBlocks = QK_CU_ERR_MINB_F64;
+    static constexpr int kWarpMinBlocks = 3;
+};
 
 // Warp trees of the error pass (error.cu, segment.cu): a fixed shuffle-down
 // order, so a sum's bits depend only on the 32 lanes' values.

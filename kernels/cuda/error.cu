@@ -18,7 +18,6 @@ namespace {
 using qkcu::kFullMask;
 using qkcu::kThreads;
 
-constexpr int kGroup = 4;                     // parameter sets per CUDA block (more spill registers)
 constexpr int kWarps = kThreads / 32;
 constexpr int64_t kBlock = QK_CU_ERROR_BLOCK; // elements per fixed block
 
@@ -26,11 +25,12 @@ using qkcu::warp_min;
 using qkcu::warp_sum;
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, qkcu::ErrShape<T>::kMinBlocks)
     error_kernel(const T *__restrict__ x, int64_t n, int64_t base, bool vec, const qk_cu_qparam *__restrict__ params,
                  int k, double fence_lo, double fence_hi, double *__restrict__ partial,
                  unsigned long long *__restrict__ clipped, unsigned long long *__restrict__ counts)
 {
+    constexpr int kGroup = qkcu::ErrShape<T>::kGroup; // parameter sets of a block (common.cuh)
     __shared__ float s_scale[kGroup];
     __shared__ int32_t s_zp[kGroup], s_qmin[kGroup], s_qmax[kGroup];
     __shared__ double s_lo[kGroup], s_hi[kGroup];
@@ -194,17 +194,17 @@ extern "C" cudaError_t qk_cu_error(cudaStream_t s, int is_f64, const void *x, in
     if (n <= 0 || k <= 0) return cudaSuccess;
     const int64_t nblk = (n + kBlock - 1) / kBlock;
     if (nblk > 65535) return cudaErrorInvalidValue; // grid y limit: the host keeps launches below 2^30 elements
-    const dim3 grid((unsigned)((k + kGroup - 1) / kGroup), (unsigned)nblk);
+    const int group = is_f64 ? qkcu::ErrShape<double>::kGroup : qkcu::ErrShape<float>::kGroup;
+    const dim3 grid((unsigned)((k + group - 1) / group), (unsigned)nblk);
     const bool vec = qkcu::aligned16(x);
+    cudaError_t e;
     if (is_f64) {
-        error_kernel<double><<<grid, kThreads, 0, s>>>((const double *)x, n, base, vec, params, k, fence_lo, fence_hi,
-                                                       partial, clipped, counts);
+        e = qkcu::launch(error_kernel<double>, grid, kThreads, 0, s, (const double *)x, n, base, vec, params, k,
+                         fence_lo, fence_hi, partial, clipped, counts);
     } else {
-        error_kernel<float><<<grid, kThreads, 0, s>>>((const float *)x, n, base, vec, params, k, fence_lo, fence_hi,
-                                                      partial, clipped, counts);
+        e = qkcu::launch(error_kernel<float>, grid, kThreads, 0, s, (const float *)x, n, base, vec, params, k, fence_lo,
+                         fence_hi, partial, clipped, counts);
     }
-    cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
-    fold_kernel<<<(unsigned)((k + kThreads - 1) / kThreads), kThreads, 0, s>>>(partial, nblk, k, run);
-    return cudaGetLastError();
+    return qkcu::launch(fold_kernel, (unsigned)((k + kThreads - 1) / kThreads), kThreads, 0, s, partial, nblk, k, run);
 }

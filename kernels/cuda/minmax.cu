@@ -92,7 +92,6 @@ extern "C" cudaError_t qk_cu_minmax(cudaStream_t s, int sms, int is_f64, const v
 {
     const unsigned grid = qkcu::grid_for((n + 3) / 4, sms, 8);
     const bool vec = qkcu::aligned16(x);
-    if (is_f64) minmax_kernel<double><<<grid, kThreads, 0, s>>>((const double *)x, n, base, vec, acc);
-    else minmax_kernel<float><<<grid, kThreads, 0, s>>>((const float *)x, n, base, vec, acc);
-    return cudaGetLastError();
+    if (is_f64) return qkcu::launch(minmax_kernel<double>, grid, kThreads, 0, s, (const double *)x, n, base, vec, acc);
+    return qkcu::launch(minmax_kernel<float>, grid, kThreads, 0, s, (const float *)x, n, base, vec, acc);
 }

@@ -44,8 +44,7 @@ cudaError_t launch_quantize(cudaStream_t s, unsigned grid, const void *x, void *
 {
     // four codes are 4 * sizeof(TC) bytes: the vector store needs that alignment
     const bool vec = qkcu::aligned16(x) && ((uintptr_t)codes % (4 * sizeof(TC))) == 0;
-    quantize_kernel<TX, TC><<<grid, kThreads, 0, s>>>((const TX *)x, (TC *)codes, n, vec, p);
-    return cudaGetLastError();
+    return qkcu::launch(quantize_kernel<TX, TC>, grid, kThreads, 0, s, (const TX *)x, (TC *)codes, n, vec, p);
 }
 
 template <typename TX>
@@ -67,8 +66,7 @@ cudaError_t launch_dequantize(cudaStream_t s, unsigned grid, const void *codes, 
                               int32_t zp)
 {
     const bool vec = ((uintptr_t)codes % (4 * sizeof(TC))) == 0 && qkcu::aligned16(out);
-    dequantize_kernel<TC><<<grid, kThreads, 0, s>>>((const TC *)codes, out, n, vec, scale, zp);
-    return cudaGetLastError();
+    return qkcu::launch(dequantize_kernel<TC>, grid, kThreads, 0, s, (const TC *)codes, out, n, vec, scale, zp);
 }
 
 } // namespace

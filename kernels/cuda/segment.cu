@@ -38,7 +38,6 @@ using qkcu::kFullMask;
 using qkcu::kThreads;
 
 constexpr int kWarps = kThreads / 32;
-constexpr int kGroup = 4;                     // parameter sets per warp / block of the error pass, as error.cu
 constexpr int64_t kBlock = QK_CU_ERROR_BLOCK; // elements per fixed error block
 constexpr int64_t kPiece = 4096;              // min/max: shortest piece of a long segment one lane group takes
 
@@ -353,9 +352,8 @@ cudaError_t launch_sort(cudaStream_t s, const K *x, int64_t seg, int64_t nseg, u
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
     }
-    seg_select_block<K, THREADS, ITEMS>
-        <<<(unsigned)nseg, THREADS, smem, s>>>(x, seg, flags, ranks, nranks, values, seg_base, bad);
-    return cudaGetLastError();
+    return qkcu::launch(seg_select_block<K, THREADS, ITEMS>, (unsigned)nseg, THREADS, smem, s, x, seg, flags, ranks,
+                        nranks, values, seg_base, bad);
 }
 
 template <typename K>
@@ -363,9 +361,8 @@ cudaError_t select_keys(cudaStream_t s, const K *x, int64_t seg, int64_t nseg, u
                         int64_t nranks, double *values, int64_t seg_base, unsigned long long *bad)
 {
     if (seg <= 32) {
-        seg_select_warp<K><<<(unsigned)((nseg + kWarps - 1) / kWarps), kThreads, 0, s>>>(x, seg, nseg, flags, ranks,
-                                                                                     nranks, values, seg_base, bad);
-        return cudaGetLastError();
+        return qkcu::launch(seg_select_warp<K>, (unsigned)((nseg + kWarps - 1) / kWarps), kThreads, 0, s, x, seg, nseg,
+                            flags, ranks, nranks, values, seg_base, bad);
     }
     if (seg > SortCap<K>::value) return cudaErrorInvalidValue;
     // tiers above the key type's cap are not even compiled
@@ -445,8 +442,8 @@ cudaError_t launch_seg_quantize(cudaStream_t s, unsigned grid, const void *x, vo
                                 int64_t off, const qk_cu_qparam *params)
 {
     const bool vec = qkcu::aligned16(x) && ((uintptr_t)codes % (4 * sizeof(TC))) == 0;
-    seg_quantize_kernel<TX, TC><<<grid, kThreads, 0, s>>>((const TX *)x, (TC *)codes, n, seg, off, params, vec);
-    return cudaGetLastError();
+    return qkcu::launch(seg_quantize_kernel<TX, TC>, grid, kThreads, 0, s, (const TX *)x, (TC *)codes, n, seg, off,
+                        params, vec);
 }
 
 template <typename TX>
@@ -468,8 +465,8 @@ cudaError_t launch_seg_dequantize(cudaStream_t s, unsigned grid, const void *cod
                                   int64_t off, const qk_cu_qparam *params)
 {
     const bool vec = ((uintptr_t)codes % (4 * sizeof(TC))) == 0 && qkcu::aligned16(out);
-    seg_dequantize_kernel<TC><<<grid, kThreads, 0, s>>>((const TC *)codes, out, n, seg, off, params, vec);
-    return cudaGetLastError();
+    return qkcu::launch(seg_dequantize_kernel<TC>, grid, kThreads, 0, s, (const TC *)codes, out, n, seg, off, params,
+                        vec);
 }
 
 // ---- the error pass -------------------------------------------------------------------------
@@ -478,16 +475,18 @@ cudaError_t launch_seg_dequantize(cudaStream_t s, unsigned grid, const void *cod
 using qkcu::warp_min;
 using qkcu::warp_sum;
 
-// Up to kGroup parameter sets, in shared memory (as error.cu keeps them: fewer registers).
-struct ParamGroup {
-    float scale[kGroup];
-    int32_t zp[kGroup], qmin[kGroup], qmax[kGroup];
-    double lo[kGroup], hi[kGroup];
+// Up to G parameter sets (qkcu::ErrShape<T>::kGroup), in shared memory (as
+// error.cu keeps them: fewer registers).
+template <int G> struct ParamGroup {
+    float scale[G];
+    int32_t zp[G], qmin[G], qmax[G];
+    double lo[G], hi[G];
     int nc;
 };
 
-// Set c of the group, by thread c (c < kGroup); sets past nc repeat set 0 (never used).
-__device__ __forceinline__ void load_group(const qk_cu_qparam *__restrict__ params, int nc, int c, ParamGroup &pg)
+// Set c of the group, by thread c (c < G); sets past nc repeat set 0 (never used).
+template <int G>
+__device__ __forceinline__ void load_group(const qk_cu_qparam *__restrict__ params, int nc, int c, ParamGroup<G> &pg)
 {
     if (c == 0) pg.nc = nc;
     const qk_cu_qparam p = params[c < nc ? c : 0];
@@ -500,17 +499,17 @@ __device__ __forceinline__ void load_group(const qk_cu_qparam *__restrict__ para
 }
 
 // Per-lane sums and counts over the elements one error.cu thread would take.
-struct LaneAcc {
-    double sse[kGroup], ssi[kGroup];
-    unsigned clip[kGroup];
+template <int G> struct LaneAcc {
+    double sse[G], ssi[G];
+    unsigned clip[G];
     unsigned fin, inl, bad;
     unsigned long long first;
 };
 
-__device__ __forceinline__ void lane_reset_sums(LaneAcc &a)
+template <int G> __device__ __forceinline__ void lane_reset_sums(LaneAcc<G> &a)
 {
 #pragma unroll
-    for (int c = 0; c < kGroup; c++) {
+    for (int c = 0; c < G; c++) {
         a.sse[c] = 0.0;
         a.ssi[c] = 0.0;
     }
@@ -518,9 +517,9 @@ __device__ __forceinline__ void lane_reset_sums(LaneAcc &a)
 
 // Groups g0, g0 + 256, ... of xs[0..end) (four elements a group), in that
 // order, exactly error_kernel's per-thread loop; first is relative to xs.
-template <typename T>
+template <typename T, int G>
 __device__ __forceinline__ void lane_pass(const T *__restrict__ xs, int64_t g0, int64_t end, bool vec,
-                                          const ParamGroup &pg, double flo, double fhi, LaneAcc &a)
+                                          const ParamGroup<G> &pg, double flo, double fhi, LaneAcc<G> &a)
 {
     for (int64_t g = g0; 4 * g < end; g += kThreads) {
         T v[4];
@@ -536,7 +535,7 @@ __device__ __forceinline__ void lane_pass(const T *__restrict__ xs, int64_t g0, 
             a.fin++;
             a.inl += inside;
 #pragma unroll
-            for (int c = 0; c < kGroup; c++) {
+            for (int c = 0; c < G; c++) {
                 if (c < pg.nc) {
                     const float sc = pg.scale[c];
                     const int32_t zp = pg.zp[c];
@@ -556,11 +555,12 @@ __device__ __forceinline__ void lane_pass(const T *__restrict__ xs, int64_t g0, 
 // (segment, group of kGroup parameter sets), playing error_kernel's 8 warps
 // one after the other; the counts come from the group-0 warp.
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, qkcu::ErrShape<T>::kWarpMinBlocks)
     seg_error_warp(const T *__restrict__ x, int64_t seg, int64_t nseg, const qk_cu_qparam *__restrict__ params, int k,
                    int ncg, const double *__restrict__ fences, qk_cu_seg_sums *__restrict__ sums,
                    qk_cu_seg_counts *__restrict__ counts)
 {
+    constexpr int kGroup = qkcu::ErrShape<T>::kGroup; // as error_kernel<T> (common.cuh)
     const int lane = threadIdx.x & 31;
     const int64_t wid = ((int64_t)blockIdx.x * kThreads + threadIdx.x) >> 5;
     if (wid >= nseg * ncg) return; // the whole warp
@@ -570,12 +570,12 @@ __global__ void __launch_bounds__(kThreads)
     const T *__restrict__ xs = x + b * seg;
     const bool vec = dev_aligned16(xs);
     const double flo = fences[2 * b], fhi = fences[2 * b + 1];
-    __shared__ ParamGroup s_pg[kWarps];
-    ParamGroup &pg = s_pg[threadIdx.x >> 5];
+    __shared__ ParamGroup<kGroup> s_pg[kWarps];
+    ParamGroup<kGroup> &pg = s_pg[threadIdx.x >> 5];
     if (lane < kGroup) load_group(params + b * k + c0, k - c0 < kGroup ? k - c0 : kGroup, lane, pg);
     __syncwarp();
 
-    LaneAcc a;
+    LaneAcc<kGroup> a;
 #pragma unroll
     for (int c = 0; c < kGroup; c++) a.clip[c] = 0;
     a.fin = a.inl = a.bad = 0;
@@ -629,11 +629,12 @@ __global__ void __launch_bounds__(kThreads)
 // of kGroup sets): error_kernel with indices relative to the segment. Block
 // sums and counts go to scratch; seg_error_fold adds them up per segment.
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, qkcu::ErrShape<T>::kMinBlocks)
     seg_error_block(const T *__restrict__ x, int64_t seg, int64_t per, const qk_cu_qparam *__restrict__ params, int k,
                     int ncg, const double *__restrict__ fences, qk_cu_seg_sums *__restrict__ part,
                     qk_cu_seg_counts *__restrict__ cpart)
 {
+    constexpr int kGroup = qkcu::ErrShape<T>::kGroup; // as error_kernel<T> (common.cuh)
     __shared__ double s_sum[kWarps][2 * kGroup];
     __shared__ unsigned long long s_cnt[kWarps][kGroup + 4];
     const int64_t wb = blockIdx.x / ncg; // work block: segment b, its fixed block j
@@ -642,11 +643,11 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t b = wb / per, j = wb - b * per;
     const T *__restrict__ xs = x + b * seg;
     const int64_t b0 = j * kBlock, b1 = seg - b0 < kBlock ? seg : b0 + kBlock;
-    __shared__ ParamGroup pg;
+    __shared__ ParamGroup<kGroup> pg;
     if (threadIdx.x < kGroup) load_group(params + b * k + c0, k - c0 < kGroup ? k - c0 : kGroup, threadIdx.x, pg);
     __syncthreads();
 
-    LaneAcc a;
+    LaneAcc<kGroup> a;
     lane_reset_sums(a);
 #pragma unroll
     for (int c = 0; c < kGroup; c++) a.clip[c] = 0;
@@ -793,20 +794,18 @@ extern "C" cudaError_t qk_cu_seg_minmax(cudaStream_t s, int sms, int is_f64, con
     }
     const int64_t threads = nseg * pieces * w;
     if (pieces > 1) {
-        seg_minmax_init<<<blocks_for(nseg), kThreads, 0, s>>>(acc, nseg);
-        cudaError_t e = cudaGetLastError();
+        cudaError_t e = qkcu::launch(seg_minmax_init, blocks_for(nseg), kThreads, 0, s, acc, nseg);
         if (e != cudaSuccess) return e;
     }
+    cudaError_t e;
     if (is_f64)
-        seg_minmax_kernel<double><<<blocks_for(threads), kThreads, 0, s>>>((const double *)x, seg, nseg, w, piece,
-                                                                           pieces, acc, out);
+        e = qkcu::launch(seg_minmax_kernel<double>, blocks_for(threads), kThreads, 0, s, (const double *)x, seg, nseg,
+                         w, piece, pieces, acc, out);
     else
-        seg_minmax_kernel<float><<<blocks_for(threads), kThreads, 0, s>>>((const float *)x, seg, nseg, w, piece,
-                                                                          pieces, acc, out);
-    cudaError_t e = cudaGetLastError();
+        e = qkcu::launch(seg_minmax_kernel<float>, blocks_for(threads), kThreads, 0, s, (const float *)x, seg, nseg, w,
+                         piece, pieces, acc, out);
     if (e != cudaSuccess || pieces == 1) return e;
-    seg_minmax_finish<<<blocks_for(nseg), kThreads, 0, s>>>(acc, nseg, out);
-    return cudaGetLastError();
+    return qkcu::launch(seg_minmax_finish, blocks_for(nseg), kThreads, 0, s, acc, nseg, out);
 }
 
 extern "C" size_t qk_cu_seg_select_smem(int is_f64, int64_t seg)
@@ -859,32 +858,30 @@ extern "C" cudaError_t qk_cu_seg_error(cudaStream_t s, int sms, int is_f64, cons
 {
     (void)sms;
     if (nseg <= 0 || k <= 0) return cudaSuccess;
-    const int ncg = (k + kGroup - 1) / kGroup;
+    const int group = is_f64 ? qkcu::ErrShape<double>::kGroup : qkcu::ErrShape<float>::kGroup;
+    const int ncg = (k + group - 1) / group;
     if (seg <= QK_CU_SEG_WARP_ERROR) {
         const int64_t threads = nseg * ncg * 32;
         if (is_f64)
-            seg_error_warp<double><<<blocks_for(threads), kThreads, 0, s>>>((const double *)x, seg, nseg, params, k,
-                                                                            ncg, fences, sums, counts);
-        else
-            seg_error_warp<float><<<blocks_for(threads), kThreads, 0, s>>>((const float *)x, seg, nseg, params, k,
-                                                                           ncg, fences, sums, counts);
-        return cudaGetLastError();
+            return qkcu::launch(seg_error_warp<double>, blocks_for(threads), kThreads, 0, s, (const double *)x, seg,
+                                nseg, params, k, ncg, fences, sums, counts);
+        return qkcu::launch(seg_error_warp<float>, blocks_for(threads), kThreads, 0, s, (const float *)x, seg, nseg,
+                            params, k, ncg, fences, sums, counts);
     }
     const int64_t per = (seg + kBlock - 1) / kBlock;
     const int64_t grid = nseg * per * ncg;
     if (grid > 0x7fffffff) return cudaErrorInvalidValue; // the host keeps launches smaller
     qk_cu_seg_sums *part = (qk_cu_seg_sums *)scratch;
     qk_cu_seg_counts *cpart = (qk_cu_seg_counts *)(part + nseg * per * k);
+    cudaError_t e;
     if (is_f64)
-        seg_error_block<double><<<(unsigned)grid, kThreads, 0, s>>>((const double *)x, seg, per, params, k, ncg,
-                                                                    fences, part, cpart);
+        e = qkcu::launch(seg_error_block<double>, (unsigned)grid, kThreads, 0, s, (const double *)x, seg, per, params,
+                         k, ncg, fences, part, cpart);
     else
-        seg_error_block<float><<<(unsigned)grid, kThreads, 0, s>>>((const float *)x, seg, per, params, k, ncg, fences,
-                                                                   part, cpart);
-    cudaError_t e = cudaGetLastError();
+        e = qkcu::launch(seg_error_block<float>, (unsigned)grid, kThreads, 0, s, (const float *)x, seg, per, params, k,
+                         ncg, fences, part, cpart);
     if (e != cudaSuccess) return e;
-    seg_error_fold<<<blocks_for(nseg * k), kThreads, 0, s>>>(part, cpart, nseg, per, k, sums, counts);
-    return cudaGetLastError();
+    return qkcu::launch(seg_error_fold, blocks_for(nseg * k), kThreads, 0, s, part, cpart, nseg, per, k, sums, counts);
 }
 
 extern "C" cudaError_t qk_cu_widen(cudaStream_t s, int sms, qk_dtype xt, const uint16_t *x, float *out, int64_t n)
@@ -892,8 +889,7 @@ extern "C" cudaError_t qk_cu_widen(cudaStream_t s, int sms, qk_dtype xt, const u
     if (n <= 0) return cudaSuccess;
     const unsigned grid = qkcu::grid_for((n + 3) / 4, sms, 8);
     const bool vec = ((uintptr_t)x % 8) == 0 && qkcu::aligned16(out);
-    if (xt == QK_F16) widen_kernel<true><<<grid, kThreads, 0, s>>>(x, out, n, vec);
-    else if (xt == QK_BF16) widen_kernel<false><<<grid, kThreads, 0, s>>>(x, out, n, vec);
-    else return cudaErrorInvalidValue;
-    return cudaGetLastError();
+    if (xt == QK_F16) return qkcu::launch(widen_kernel<true>, grid, kThreads, 0, s, x, out, n, vec);
+    if (xt == QK_BF16) return qkcu::launch(widen_kernel<false>, grid, kThreads, 0, s, x, out, n, vec);
+    return cudaErrorInvalidValue;
 }

@@ -219,8 +219,7 @@ template <typename K, bool RAW> cudaError_t launch(cudaStream_t s, int sms, cons
     int64_t tiles = (a.count + kTile - 1) / kTile;
     int64_t cap = (int64_t)(sms > 0 ? sms : 1) * 4;
     const unsigned grid = (unsigned)(tiles < cap ? (tiles > 0 ? tiles : 1) : cap);
-    pass_kernel<K, RAW><<<grid, kThreads, shmem, s>>>(a, qkcu::aligned16(a.src));
-    return cudaGetLastError();
+    return qkcu::launch(pass_kernel<K, RAW>, grid, kThreads, shmem, s, a, qkcu::aligned16(a.src));
 }
 
 } // namespace
