@@ -27,6 +27,15 @@
  *       discrete GPU.
  *   QKERN_OPENCL_PREFILTER=0     no sampled prefilter in the select: radix
  *       passes over the whole tensor (tests cover both paths this way).
+ *   QKERN_OPENCL_WG=32|64|128|256  work-group size of the GPU-style kernels
+ *       (default: the largest power of two <= 256 that every kernel allows).
+ *   QKERN_OPENCL_DIVIDE=native|double|fma  how float division is made
+ *       correctly rounded (default: native where CL_DEVICE_SINGLE_FP_CONFIG
+ *       promises it, else double with cl_khr_fp64, else fma; common.cl).
+ *   QKERN_OPENCL_FP64=0          act as a device without cl_khr_fp64.
+ *   QKERN_OPENCL_ROUNDEVEN=0     rint() rather than clang's roundeven builtin.
+ *   QKERN_OPENCL_SELFTEST=0|nocache  skip the known-answer self-test, or run it
+ *       without the verdict cache (ocl_selftest.c).
  *
  * The budget covers the backend's own buffers, not the caller's qk_buffers.
  * Devices without cl_khr_fp64 run everything but float64 input and the error
@@ -54,8 +63,9 @@
 #define QK_OCL_MODE_ABS 2u
 #define QK_OCL_MODE_KEYS 4u
 #define QK_OCL_SB 65536         /* super-block of the error pass: chunks are multiples of it */
-#define QK_OCL_GPU_WG 256       /* work-group size of the GPU-style kernels */
-#define QK_OCL_ERR_GPU_WG 128   /* error pass, GPU style: 16 blocks x 8 lanes */
+#define QK_OCL_GPU_WG 256       /* largest work-group size of the GPU-style kernels */
+#define QK_OCL_GPU_WG_MIN 32    /* smallest one (below it: QK_ERR_NO_DEVICE) */
+#define QK_OCL_ERR_LANES 128    /* error pass, GPU style: 16 blocks x 8 lanes per super-block */
 #define QK_OCL_MM_REC 5         /* ulongs per min/max record */
 #define QK_OCL_NONE UINT64_MAX
 
@@ -137,8 +147,15 @@ typedef struct ocl_backend {
     cl_kernel kernels[OCL_K_COUNT];
     qk_device_info info;
 
-    int gpu_style;        /* GPU-style kernels (QK_WG = 256) rather than CPU-style (QK_WG = 1) */
+    int gpu_style;        /* GPU-style kernels (QK_WG = wg) rather than CPU-style (QK_WG = 1) */
+    size_t wg;            /* GPU style: the work-group size the program was built for */
+    size_t wg_forced;     /* QKERN_OPENCL_WG, or 0 */
+    size_t max_wg;        /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
     int fp64;             /* cl_khr_fp64: the error pass and float64 quantize need it */
+    int fp64_veto;        /* QKERN_OPENCL_FP64=0: run as a device without cl_khr_fp64 */
+    int div_mode;         /* common.cl's QK_DIV_MODE: 0 native, 1 in double, 2 fma-corrected */
+    int div_forced;       /* QKERN_OPENCL_DIVIDE gave div_mode */
+    int roundeven;        /* QK_RINT may use clang's roundeven builtin (else rint) */
     int zero_copy;        /* host memory may be wrapped with CL_MEM_USE_HOST_PTR */
     int prefilter;        /* the select may start with a sampled prefilter pass */
     cl_uint compute_units;

@@ -83,6 +83,32 @@ static qk_status read_environment(ocl_backend *be, int *style)
     if (zc && strcmp(zc, "0") == 0) be->zero_copy = -1; /* vetoed */
     const char *pf = getenv("QKERN_OPENCL_PREFILTER");
     be->prefilter = !(pf && strcmp(pf, "0") == 0);
+    const char *wg = getenv("QKERN_OPENCL_WG");
+    if (wg && *wg) {
+        char *end;
+        unsigned long v = strtoul(wg, &end, 10);
+        if (*end || v < QK_OCL_GPU_WG_MIN || v > QK_OCL_GPU_WG || (v & (v - 1))) {
+            return qk_set_error(ctx, QK_ERR_INVALID_ARG, "QKERN_OPENCL_WG=\"%s\" is not 32, 64, 128 or 256", wg);
+        }
+        be->wg_forced = v;
+    }
+    const char *div = getenv("QKERN_OPENCL_DIVIDE");
+    be->div_mode = -1;
+    if (div && *div) {
+        static const char *const modes[] = {"native", "double", "fma"};
+        for (int i = 0; i < 3; i++) {
+            if (strcmp(div, modes[i]) == 0) be->div_mode = i;
+        }
+        if (be->div_mode < 0) {
+            return qk_set_error(ctx, QK_ERR_INVALID_ARG, "QKERN_OPENCL_DIVIDE=\"%s\" is not native, double or fma",
+                                div);
+        }
+        be->div_forced = 1;
+    }
+    const char *f64 = getenv("QKERN_OPENCL_FP64");
+    be->fp64_veto = f64 && strcmp(f64, "0") == 0;
+    const char *re = getenv("QKERN_OPENCL_ROUNDEVEN");
+    be->roundeven = !(re && strcmp(re, "0") == 0);
     return QK_OK;
 }
 
@@ -129,16 +155,19 @@ static qk_status setup_device(ocl_backend *be, const ocl_device_ref *ref, int st
     be->global_mem = be->info.global_mem;
     be->max_alloc = max_alloc ? max_alloc : ((uint64_t)128 << 20);
     be->gpu_style = style >= 0 ? style : (type & CL_DEVICE_TYPE_GPU) != 0;
-    be->fp64 = ocl_device_has_extension(dev, "cl_khr_fp64");
+    be->fp64 = !be->fp64_veto && ocl_device_has_extension(dev, "cl_khr_fp64");
+    cl_device_fp_config fp = 0;
+    clGetDeviceInfo(dev, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL);
+    int cr_div = (fp & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT) != 0;
+    if (!be->div_forced) be->div_mode = cr_div ? 0 : be->fp64 ? 1 : 2;
+    if ((be->div_mode == 0 && !cr_div) || (be->div_mode == 1 && !be->fp64)) {
+        return qk_set_error(ctx, QK_ERR_UNSUPPORTED, "opencl: QKERN_OPENCL_DIVIDE=%s on \"%s\", which has %s",
+                            be->div_mode == 0 ? "native" : "double", be->info.name,
+                            be->div_mode == 0 ? "no correctly rounded float division" : "no cl_khr_fp64");
+    }
     be->zero_copy = be->zero_copy == 0 && ((type & CL_DEVICE_TYPE_CPU) || unified);
     if (!be->budget_explicit) be->budget = be->global_mem ? be->global_mem / 2 : ((uint64_t)256 << 20);
-    /* the GPU-style kernels need their work-group size */
-    size_t max_wg = 0;
-    clGetDeviceInfo(dev, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL);
-    if (be->gpu_style && max_wg < QK_OCL_GPU_WG) {
-        return qk_set_error(ctx, QK_ERR_NO_DEVICE, "opencl: device \"%s\" allows work-groups of %zu, fewer than %d",
-                            be->info.name, max_wg, QK_OCL_GPU_WG);
-    }
+    clGetDeviceInfo(dev, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof be->max_wg, &be->max_wg, NULL);
 
     cl_int err;
     be->context = clCreateContext(NULL, 1, &dev, NULL, NULL, &err);

@@ -20,7 +20,7 @@
  * IEEE operations in the same order: the same bits.
  *
  * Per-element arithmetic, equal to host/quant_math.h: r = rint(x / scale) (float
- * division for float32 input, double for float64); q - zp = clamp(r, qmin - zp,
+ * division for float32 input, QK_DIV_float, double for float64); q - zp = clamp(r, qmin - zp,
  * qmax - zp). For float32 the clamp runs in float against RTE-rounded bounds,
  * which commutes with the rounding of (float)(q - zp) because rounding is
  * monotonic; xhat = (float)(q - zp) * scale; e = (double)x - (double)xhat.
@@ -92,7 +92,7 @@ inline double qk_tree8l(__local const double *a)
 
 inline double8 qk_err8_f32(float8 v, float s, float lo, float hi)
 {
-    float8 r = QK_RINT(v / s);
+    float8 r = QK_RINT(QK_DIV_float8(v, s));
     r = select(r, (float8)(lo), r < lo);
     r = select(r, (float8)(hi), r > hi);
     return convert_double8(v) - convert_double8(r * s);
@@ -108,7 +108,7 @@ inline double8 qk_err8_f64(double8 v, float s, double lo, double hi)
 
 inline double qk_err1_f32(float v, float s, float lo, float hi)
 {
-    float r = rint(v / s);
+    float r = QK_RINT(QK_DIV_float(v, s));
     r = r < lo ? lo : r;
     r = r > hi ? hi : r;
     return (double)v - (double)(r * s);
@@ -116,7 +116,7 @@ inline double qk_err1_f32(float v, float s, float lo, float hi)
 
 inline double qk_err1_f64(double v, float s, double lo, double hi)
 {
-    double r = rint(v / (double)s);
+    double r = QK_RINT(v / (double)s);
     r = r < lo ? lo : r;
     r = r > hi ? hi : r;
     return v - (double)((float)r * s);
@@ -264,7 +264,14 @@ inline double qk_err1_f64(double v, float s, double lo, double hi)
         }                                                                                     \
     }
 
-#else /* QK_WG > 1: the host launches 128 work-items per super-block */
+#else /* QK_WG > 1: a work-group of QK_ERR_WG work-items per super-block */
+
+/* The 128 lanes of a super-block (16 blocks x 8) are fixed by the reduction
+ * structure; a work-group of QK_ERR_WG = min(QK_WG, 128) work-items runs them,
+ * work-item t taking lanes t, t + QK_ERR_WG, ... Each lane's sum is the same
+ * sequence of operations whatever the group size: the same bits. */
+#define QK_ERR_WG (QK_WG < 128 ? QK_WG : 128)
+#define QK_ERR_LANES(V) for (uint V = get_local_id(0); V < 128u; V += QK_ERR_WG)
 
 #define QK_DEFINE_ERROR(NAME, P)                                                              \
     __kernel void qk_error_##NAME(QK_ERROR_ARGS(P##_T))                                       \
@@ -273,36 +280,39 @@ inline double qk_err1_f64(double v, float s, double lo, double hi)
         __local ulong lu[4][128];                                                             \
         P##_FENCES;                                                                           \
         x += off;                                                                             \
-        uint t = get_local_id(0), blk = t >> 3, lane = t & 7;                                 \
         ulong sb = get_group_id(0);                                                           \
         ulong s0 = sb * QK_SB, s1 = min(n, s0 + QK_SB);                                       \
-        ulong b0 = s0 + blk * QK_BLK;                                                         \
-        ulong fin = 0, inl = 0, bad = 0, first = QK_NONE;                                     \
-        for (ulong i = b0 + lane; i < min(s1, b0 + QK_BLK); i += 8) {                         \
-            P##_T v = x[i];                                                                   \
-            if (P##_NONFIN(v)) {                                                              \
-                bad++;                                                                        \
-                first = min(first, i - s0);                                                   \
-            } else {                                                                          \
-                fin++;                                                                        \
-                inl += v >= flo && v <= fhi;                                                  \
+        QK_ERR_LANES(t) {                                                                     \
+            ulong b0 = s0 + (t >> 3) * QK_BLK;                                                \
+            ulong fin = 0, inl = 0, bad = 0, first = QK_NONE;                                 \
+            for (ulong i = b0 + (t & 7); i < min(s1, b0 + QK_BLK); i += 8) {                  \
+                P##_T v = x[i];                                                               \
+                if (P##_NONFIN(v)) {                                                          \
+                    bad++;                                                                    \
+                    first = min(first, i - s0);                                               \
+                } else {                                                                      \
+                    fin++;                                                                    \
+                    inl += v >= flo && v <= fhi;                                              \
+                }                                                                             \
             }                                                                                 \
+            lu[0][t] = fin;                                                                   \
+            lu[1][t] = inl;                                                                   \
+            lu[2][t] = bad;                                                                   \
+            lu[3][t] = first;                                                                 \
         }                                                                                     \
-        lu[0][t] = fin;                                                                       \
-        lu[1][t] = inl;                                                                       \
-        lu[2][t] = bad;                                                                       \
-        lu[3][t] = first;                                                                     \
         barrier(CLK_LOCAL_MEM_FENCE);                                                         \
         for (uint h = 64; h > 0; h >>= 1) {                                                   \
-            if (t < h) {                                                                      \
-                lu[0][t] += lu[0][t + h];                                                     \
-                lu[1][t] += lu[1][t + h];                                                     \
-                lu[2][t] += lu[2][t + h];                                                     \
-                lu[3][t] = min(lu[3][t], lu[3][t + h]);                                       \
+            QK_ERR_LANES(t) {                                                                 \
+                if (t < h) {                                                                  \
+                    lu[0][t] += lu[0][t + h];                                                 \
+                    lu[1][t] += lu[1][t + h];                                                 \
+                    lu[2][t] += lu[2][t + h];                                                 \
+                    lu[3][t] = min(lu[3][t], lu[3][t + h]);                                   \
+                }                                                                             \
             }                                                                                 \
             barrier(CLK_LOCAL_MEM_FENCE);                                                     \
         }                                                                                     \
-        if (t == 0) {                                                                         \
+        if (get_local_id(0) == 0) {                                                           \
             o_cnt[4 * sb] = lu[0][0];                                                         \
             o_cnt[4 * sb + 1] = lu[1][0];                                                     \
             o_cnt[4 * sb + 2] = lu[2][0];                                                     \
@@ -311,30 +321,35 @@ inline double qk_err1_f64(double v, float s, double lo, double hi)
         barrier(CLK_LOCAL_MEM_FENCE);                                                         \
         for (uint c = 0; c < k; c++) {                                                        \
             P##_PARAMS;                                                                       \
-            double a = 0.0, ai = 0.0;                                                         \
-            ulong cl = 0;                                                                     \
-            for (ulong i = b0 + lane; i < min(s1, b0 + QK_BLK); i += 8) {                     \
-                P##_T v = x[i];                                                               \
-                if (P##_NONFIN(v)) continue;                                                  \
-                double e = P##_ERR1(v);                                                       \
-                double e2 = e * e;                                                            \
-                a += e2;                                                                      \
-                if (fences && v >= flo && v <= fhi) ai += e2;                                 \
-                cl += v < clo || v > chi;                                                     \
-            }                                                                                 \
-            l1[t] = a;                                                                        \
-            l2[t] = fences ? ai : a;                                                          \
-            lu[0][t] = cl;                                                                    \
-            barrier(CLK_LOCAL_MEM_FENCE);                                                     \
-            if (lane == 0) {                                                                  \
-                bs[blk] = qk_tree8l(l1 + t);                                                  \
-                bi[blk] = qk_tree8l(l2 + t);                                                  \
-                ulong cs = 0;                                                                 \
-                for (uint j = 0; j < 8; j++) cs += lu[0][t + j];                              \
-                lu[1][blk] = cs;                                                              \
+            QK_ERR_LANES(t) {                                                                 \
+                ulong b0 = s0 + (t >> 3) * QK_BLK;                                            \
+                double a = 0.0, ai = 0.0;                                                     \
+                ulong cl = 0;                                                                 \
+                for (ulong i = b0 + (t & 7); i < min(s1, b0 + QK_BLK); i += 8) {              \
+                    P##_T v = x[i];                                                           \
+                    if (P##_NONFIN(v)) continue;                                              \
+                    double e = P##_ERR1(v);                                                   \
+                    double e2 = e * e;                                                        \
+                    a += e2;                                                                  \
+                    if (fences && v >= flo && v <= fhi) ai += e2;                             \
+                    cl += v < clo || v > chi;                                                 \
+                }                                                                             \
+                l1[t] = a;                                                                    \
+                l2[t] = fences ? ai : a;                                                      \
+                lu[0][t] = cl;                                                                \
             }                                                                                 \
             barrier(CLK_LOCAL_MEM_FENCE);                                                     \
-            if (t == 0) {                                                                     \
+            QK_ERR_LANES(t) {                                                                 \
+                if ((t & 7) == 0) {                                                           \
+                    bs[t >> 3] = qk_tree8l(l1 + t);                                           \
+                    bi[t >> 3] = qk_tree8l(l2 + t);                                           \
+                    ulong cs = 0;                                                             \
+                    for (uint j = 0; j < 8; j++) cs += lu[0][t + j];                          \
+                    lu[1][t >> 3] = cs;                                                       \
+                }                                                                             \
+            }                                                                                 \
+            barrier(CLK_LOCAL_MEM_FENCE);                                                     \
+            if (get_local_id(0) == 0) {                                                       \
                 double ss = 0.0, si = 0.0;                                                    \
                 ulong cs = 0;                                                                 \
                 for (uint j = 0; j < 16; j++) {                                               \
