@@ -236,6 +236,13 @@ qk_status ocl_fill_zero(ocl_backend *be, cl_mem mem, size_t bytes, cl_uint nwait
 qk_status ocl_read(ocl_backend *be, cl_mem mem, size_t offset, void *dst, size_t bytes);
 qk_status ocl_write(ocl_backend *be, cl_mem mem, size_t offset, const void *src, size_t bytes);
 qk_status ocl_finish(ocl_backend *be);
+/* Wait for n events (NULL entries skipped) and check that each command
+ * completed: a failed one gives its error naming `what` (ocl_wait.c). Returns
+ * only once every command has left the device, on failure too. */
+qk_status ocl_wait(ocl_backend *be, cl_uint n, const cl_event *ev, const char *what);
+/* Everything queued on queue has completed (a marker, clFinish, then the
+ * marker's status); the first failure is returned. */
+qk_status ocl_drain(ocl_backend *be, cl_command_queue queue, const char *what);
 /* The cl_mem and element offset of a buffer tensor. */
 cl_mem ocl_tensor_mem(const qk_tensor *t);
 void ocl_release_mem(cl_mem *mem);

@@ -9,7 +9,12 @@
 static void ocl_destroy(qk_backend *base)
 {
     ocl_backend *be = ocl_of(base);
-    if (be->queue) clFinish(be->queue);
+    /* every operation has waited for its own commands (ocl_wait); this only
+     * settles what an error path left queued, without touching the message */
+    cl_command_queue queues[3] = {be->upload, be->queue, be->download};
+    for (int i = 0; i < 3; i++) {
+        if (queues[i]) clFinish(queues[i]);
+    }
     for (int i = 0; i < 2; i++) {
         ocl_release_mem(&be->stage[i][0]);
         ocl_release_mem(&be->stage[i][1]);
