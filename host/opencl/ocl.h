@@ -146,6 +146,7 @@ typedef struct ocl_backend {
     cl_program program;
     cl_kernel kernels[OCL_K_COUNT];
     qk_device_info info;
+    char driver[64];      /* CL_DRIVER_VERSION */
 
     int gpu_style;        /* GPU-style kernels (QK_WG = wg) rather than CPU-style (QK_WG = 1) */
     size_t wg;            /* GPU style: the work-group size the program was built for */
@@ -200,6 +201,13 @@ int ocl_list_devices(ocl_device_ref **out, char *reason, size_t reason_len);
 void ocl_describe_device(const ocl_device_ref *ref, qk_device_info *info);
 /* Whether a device string-valued extension list holds ext. */
 int ocl_device_has_extension(cl_device_id dev, const char *ext);
+
+/* ---- the known-answer self-test (ocl_selftest.c) ---------------------------------- */
+
+/* Run (or find the cached verdict of) the self-test on be's built program; the
+ * verdict goes to be->info.check. QK_ERR_NO_DEVICE, naming the failed check,
+ * when the device gets an answer wrong. */
+qk_status ocl_selftest(ocl_backend *be);
 
 /* ---- program and kernels (ocl_program.c) ----------------------------------------- */
 

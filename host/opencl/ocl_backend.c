@@ -135,6 +135,8 @@ static qk_status setup_device(ocl_backend *be, const ocl_device_ref *ref, int st
     be->device = ref->device;
     ocl_describe_device(ref, &be->info);
     cl_device_id dev = ref->device;
+    if (clGetDeviceInfo(dev, CL_DRIVER_VERSION, sizeof be->driver, be->driver, NULL) != CL_SUCCESS) be->driver[0] = '\0';
+    be->driver[sizeof be->driver - 1] = '\0';
     cl_bool avail = CL_FALSE, compiler = CL_FALSE;
     clGetDeviceInfo(dev, CL_DEVICE_AVAILABLE, sizeof avail, &avail, NULL);
     clGetDeviceInfo(dev, CL_DEVICE_COMPILER_AVAILABLE, sizeof compiler, &compiler, NULL);
@@ -182,10 +184,13 @@ static qk_status setup_device(ocl_backend *be, const ocl_device_ref *ref, int st
         *queues[i] = clCreateCommandQueue(be->context, dev, 0, &err);
         if (err != CL_SUCCESS) return ocl_fail(be, err, "clCreateCommandQueue");
     }
-    return ocl_program_build(be);
+    qk_status st = ocl_program_build(be);
+    if (st != QK_OK) return st;
+    return ocl_selftest(be);
 }
 
-qk_status qk_opencl_backend_create(qk_context *ctx, int device, qk_backend **out)
+/* A backend on one device: settings, context, program, self-test. */
+static qk_status open_device(qk_context *ctx, const ocl_device_ref *ref, qk_backend **out)
 {
     *out = NULL;
     ocl_backend *be = calloc(1, sizeof *be);
@@ -199,21 +204,7 @@ qk_status qk_opencl_backend_create(qk_context *ctx, int device, qk_backend **out
         free(be);
         return st;
     }
-    char reason[256];
-    ocl_device_ref *devs = NULL;
-    int ndev = ocl_list_devices(&devs, reason, sizeof reason);
-    if (ndev == 0) {
-        free(be);
-        return qk_set_error(ctx, QK_ERR_NO_DEVICE, "opencl: %s", reason);
-    }
-    if (device >= ndev) {
-        free(devs);
-        free(be);
-        return qk_set_error(ctx, QK_ERR_NO_DEVICE, "opencl: device %d does not exist (%d device%s: 0..%d)", device,
-                            ndev, ndev == 1 ? "" : "s", ndev - 1);
-    }
-    st = setup_device(be, &devs[device], style);
-    free(devs);
+    st = setup_device(be, ref, style);
     if (st != QK_OK) {
         ocl_destroy(&be->base);
         return st;
@@ -222,6 +213,41 @@ qk_status qk_opencl_backend_create(qk_context *ctx, int device, qk_backend **out
     return QK_OK;
 }
 
+/* Device N when QKERN_DEVICE names one; otherwise the first device, in
+ * ocl_list_devices' order, that can be used and passes the self-test (a
+ * refused device is passed over, so AUTO still ends on a device that gives
+ * exact answers, or on the CPU backend). */
+qk_status qk_opencl_backend_create(qk_context *ctx, int device, qk_backend **out)
+{
+    *out = NULL;
+    char reason[256];
+    ocl_device_ref *devs = NULL;
+    int ndev = ocl_list_devices(&devs, reason, sizeof reason);
+    if (ndev == 0) return qk_set_error(ctx, QK_ERR_NO_DEVICE, "opencl: %s", reason);
+    if (device >= ndev) {
+        free(devs);
+        return qk_set_error(ctx, QK_ERR_NO_DEVICE, "opencl: device %d does not exist (%d device%s: 0..%d)", device,
+                            ndev, ndev == 1 ? "" : "s", ndev - 1);
+    }
+    const char *named = getenv("QKERN_DEVICE");
+    int any = device == 0 && !(named && *named);
+    qk_status st = open_device(ctx, &devs[device], out);
+    if (st == QK_ERR_NO_DEVICE && any && ndev > 1) {
+        char first[QK_MESSAGE_LEN];
+        snprintf(first, sizeof first, "%s", qk_context_message(ctx));
+        for (int d = 1; d < ndev && st != QK_OK; d++) {
+            qk_status s2 = open_device(ctx, &devs[d], out);
+            if (s2 == QK_OK || s2 != QK_ERR_NO_DEVICE) st = s2;
+        }
+        if (st == QK_ERR_NO_DEVICE) qk_set_error(ctx, st, "%s (and no other OpenCL device is usable)", first);
+    }
+    free(devs);
+    return st;
+}
+
+/* The devices, each with its self-test verdict: a backend is opened on each
+ * (the verdict is cached, so after the first run this builds the program only;
+ * on a device that cannot be opened the reason is the verdict). */
 void qk_opencl_backend_query(qk_backend_info *out)
 {
     out->compiled = 1;
@@ -234,6 +260,25 @@ void qk_opencl_backend_query(qk_backend_info *out)
     }
     out->available = 1;
     out->n_devices = ndev < QK_MAX_DEVICES ? ndev : QK_MAX_DEVICES;
-    for (int i = 0; i < out->n_devices; i++) ocl_describe_device(&devs[i], &out->devices[i]);
+    for (int i = 0; i < out->n_devices; i++) {
+        ocl_describe_device(&devs[i], &out->devices[i]);
+        qk_context *tmp = calloc(1, sizeof *tmp);
+        if (!tmp) continue;
+        qk_backend *be = NULL;
+        if (open_device(tmp, &devs[i], &be) == QK_OK) {
+            snprintf(out->devices[i].check, sizeof out->devices[i].check, "%s", ocl_of(be)->info.check);
+            be->iface->destroy(be);
+        } else {
+            const char *m = qk_context_message(tmp), *refused = strstr(m, "so it is not used: ");
+            if (strncmp(m, "opencl: ", 8) == 0) m += 8;
+            if (refused) {
+                snprintf(out->devices[i].check, sizeof out->devices[i].check, "refused by the self-test: %s",
+                         refused + strlen("so it is not used: "));
+            } else {
+                snprintf(out->devices[i].check, sizeof out->devices[i].check, "not usable: %s", m);
+            }
+        }
+        free(tmp);
+    }
     free(devs);
 }

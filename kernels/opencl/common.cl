@@ -103,10 +103,11 @@ QK_DEFINE_DIVF_FIX(qk_divf_fix8, float8, int8, uint8)
 #define QK_DIV_float8(a, b) ((a) / (b))
 #elif QK_DIV_MODE == 1
 #define QK_DIV_float(a, b) ((float)((double)(a) / (double)(b)))
-#define QK_DIV_float8(a, b) convert_float8(convert_double8(a) / (double8)(b))
+/* b may be a float or a float8: -0.0f + b broadcasts without changing any b */
+#define QK_DIV_float8(a, b) convert_float8(convert_double8(a) / convert_double8((float8)(-0.0f) + (b)))
 #else
 #define QK_DIV_float(a, b) qk_divf_fix((a), (b))
-#define QK_DIV_float8(a, b) qk_divf_fix8((a), (float8)(b))
+#define QK_DIV_float8(a, b) qk_divf_fix8((a), (float8)(-0.0f) + (b))
 #endif
 #define QK_DIV_double(a, b) ((a) / (b))
 #define QK_DIV_double8(a, b) ((a) / (b))
