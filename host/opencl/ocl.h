@@ -38,8 +38,9 @@
  *       without the verdict cache (ocl_selftest.c).
  *
  * The budget covers the backend's own buffers, not the caller's qk_buffers.
- * Devices without cl_khr_fp64 run everything but float64 input and the error
- * pass (its sums are double), which report QK_ERR_UNSUPPORTED with the reason.
+ * Devices without cl_khr_fp64 run everything on float32/16 input (the error
+ * pass's double sums in software, bit for bit, error.cl); float64 input is
+ * QK_ERR_UNSUPPORTED with the reason.
  *
  * Segmented operations (ocl_segment.c, segment.cl) run per-channel and
  * per-group work as one launch per batch of segments, each segment's result
@@ -147,6 +148,8 @@ typedef struct ocl_backend {
     cl_kernel kernels[OCL_K_COUNT];
     qk_device_info info;
     char driver[64];      /* CL_DRIVER_VERSION */
+    int st_state;         /* self-test: 1 passed (cached, or skipped), 0 to be run */
+    int query_only;       /* opened for qk_backend_query: a cached verdict is enough */
 
     int gpu_style;        /* GPU-style kernels (QK_WG = wg) rather than CPU-style (QK_WG = 1) */
     size_t wg;            /* GPU style: the work-group size the program was built for */
@@ -195,7 +198,7 @@ qk_status ocl_fail(ocl_backend *be, cl_int err, const char *call_fmt, ...);
 /* ---- devices (ocl_device.c) ----------------------------------------------------- */
 
 /* Every device of every platform, GPUs first, then CPUs and accelerators, in
- * platform order: QKERN_DEVICE indexes this list. *out is malloc'd. On failure
+ * platform-name order: QKERN_DEVICE indexes this list. *out is malloc'd. On failure
  * (no platform, no device) returns 0 devices and a reason. */
 int ocl_list_devices(ocl_device_ref **out, char *reason, size_t reason_len);
 void ocl_describe_device(const ocl_device_ref *ref, qk_device_info *info);
@@ -204,9 +207,12 @@ int ocl_device_has_extension(cl_device_id dev, const char *ext);
 
 /* ---- the known-answer self-test (ocl_selftest.c) ---------------------------------- */
 
-/* Run (or find the cached verdict of) the self-test on be's built program; the
- * verdict goes to be->info.check. QK_ERR_NO_DEVICE, naming the failed check,
- * when the device gets an answer wrong. */
+/* Before the program is built: the cached verdict, if any (a cached failure is
+ * QK_ERR_NO_DEVICE at once; a cached pass sets be->st_state). */
+qk_status ocl_selftest_cached(ocl_backend *be);
+/* After it is built: run the self-test unless a verdict was cached, and cache
+ * it; the verdict goes to be->info.check. QK_ERR_NO_DEVICE, naming the failed
+ * check, when the device gets an answer wrong. */
 qk_status ocl_selftest(ocl_backend *be);
 
 /* ---- program and kernels (ocl_program.c) ----------------------------------------- */

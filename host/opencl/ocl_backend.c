@@ -184,13 +184,15 @@ static qk_status setup_device(ocl_backend *be, const ocl_device_ref *ref, int st
         *queues[i] = clCreateCommandQueue(be->context, dev, 0, &err);
         if (err != CL_SUCCESS) return ocl_fail(be, err, "clCreateCommandQueue");
     }
-    qk_status st = ocl_program_build(be);
+    qk_status st = ocl_selftest_cached(be);
+    if (st != QK_OK || (be->query_only && be->st_state)) return st;
+    st = ocl_program_build(be);
     if (st != QK_OK) return st;
     return ocl_selftest(be);
 }
 
 /* A backend on one device: settings, context, program, self-test. */
-static qk_status open_device(qk_context *ctx, const ocl_device_ref *ref, qk_backend **out)
+static qk_status open_device(qk_context *ctx, const ocl_device_ref *ref, int query_only, qk_backend **out)
 {
     *out = NULL;
     ocl_backend *be = calloc(1, sizeof *be);
@@ -198,6 +200,7 @@ static qk_status open_device(qk_context *ctx, const ocl_device_ref *ref, qk_back
     be->base.iface = &ocl_iface;
     be->base.impl = be;
     be->base.ctx = ctx;
+    be->query_only = query_only;
     int style = -1;
     qk_status st = read_environment(be, &style);
     if (st != QK_OK) {
@@ -231,12 +234,12 @@ qk_status qk_opencl_backend_create(qk_context *ctx, int device, qk_backend **out
     }
     const char *named = getenv("QKERN_DEVICE");
     int any = device == 0 && !(named && *named);
-    qk_status st = open_device(ctx, &devs[device], out);
+    qk_status st = open_device(ctx, &devs[device], 0, out);
     if (st == QK_ERR_NO_DEVICE && any && ndev > 1) {
         char first[QK_MESSAGE_LEN];
         snprintf(first, sizeof first, "%s", qk_context_message(ctx));
         for (int d = 1; d < ndev && st != QK_OK; d++) {
-            qk_status s2 = open_device(ctx, &devs[d], out);
+            qk_status s2 = open_device(ctx, &devs[d], 0, out);
             if (s2 == QK_OK || s2 != QK_ERR_NO_DEVICE) st = s2;
         }
         if (st == QK_ERR_NO_DEVICE) qk_set_error(ctx, st, "%s (and no other OpenCL device is usable)", first);
@@ -265,7 +268,7 @@ void qk_opencl_backend_query(qk_backend_info *out)
         qk_context *tmp = calloc(1, sizeof *tmp);
         if (!tmp) continue;
         qk_backend *be = NULL;
-        if (open_device(tmp, &devs[i], &be) == QK_OK) {
+        if (open_device(tmp, &devs[i], 1, &be) == QK_OK) {
             snprintf(out->devices[i].check, sizeof out->devices[i].check, "%s", ocl_of(be)->info.check);
             be->iface->destroy(be);
         } else {

@@ -74,9 +74,9 @@ static qk_status error_span(ocl_backend *be, ocl_span *sp, void *user)
                       OCL_ARG(j->k),    OCL_ARG(j->flo),  OCL_ARG(j->fhi),    OCL_ARG(j->flo_d), OCL_ARG(j->fhi_d),
                       OCL_ARG(j->fences), OCL_ARG(j->d_sse), OCL_ARG(j->d_in), OCL_ARG(j->d_clip), OCL_ARG(j->d_cnt)};
     size_t groups, local;
-    if (be->gpu_style) {
+    if (be->gpu_style || !be->fp64) { /* (without fp64 only this form exists, error.cl) */
         groups = (size_t)nsb; /* a work-group per super-block: its 16 blocks x 8 lanes */
-        local = be->wg < QK_OCL_ERR_LANES ? be->wg : QK_OCL_ERR_LANES;
+        local = ocl_local_size(be) < QK_OCL_ERR_LANES ? ocl_local_size(be) : QK_OCL_ERR_LANES;
     } else {
         size_t parts = (size_t)be->compute_units * 4;
         groups = nsb < parts ? (size_t)nsb : parts;
@@ -157,10 +157,10 @@ qk_status ocl_error(qk_backend *base, const qk_tensor *x, const qk_qparams *para
                     double fence_hi, qk_error_sums *sums, qk_error_counts *counts)
 {
     ocl_backend *be = ocl_of(base);
-    if (!be->fp64) {
+    if (!be->fp64 && x->dtype == QK_F64) {
         return qk_set_error(base->ctx, QK_ERR_UNSUPPORTED,
-                            "opencl: the error pass accumulates in double and \"%s\" has no cl_khr_fp64: use "
-                            "another device (QKERN_DEVICE) or the cpu backend", be->info.name);
+                            "opencl: float64 input needs cl_khr_fp64, which \"%s\" lacks: use another device "
+                            "(QKERN_DEVICE) or the cpu backend", be->info.name);
     }
     error_job j;
     memset(&j, 0, sizeof j);

@@ -70,11 +70,11 @@ static const char *const kernel_names[OCL_K_COUNT] = {
     [OCL_K_WIDEN] = "qk_widen",
 };
 
-/* Kernels that exist only with cl_khr_fp64. */
+/* Kernels that exist only with cl_khr_fp64 (qk_error_f32 has a software-double
+ * form without it, error.cl). */
 static int needs_fp64(ocl_kernel_id id)
 {
-    return (id >= OCL_K_QUANT_F64_U8 && id <= OCL_K_QUANT_F64_I32) || id == OCL_K_ERROR_F32 ||
-           id == OCL_K_ERROR_F64 || (id >= OCL_K_SEG_QUANT_F64_U8 && id <= OCL_K_SEG_QUANT_F64_I32) ||
+    return (id >= OCL_K_QUANT_F64_U8 && id <= OCL_K_QUANT_F64_I32) || id == OCL_K_ERROR_F64 || (id >= OCL_K_SEG_QUANT_F64_U8 && id <= OCL_K_SEG_QUANT_F64_I32) ||
            id == OCL_K_SEG_ERROR_F32 || id == OCL_K_SEG_ERROR_F64;
 }
 

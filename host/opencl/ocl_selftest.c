@@ -88,9 +88,12 @@ static void cache_key(const ocl_backend *be, char *key, size_t cap)
     device_string(be->device, CL_DEVICE_NAME, dev, sizeof dev);
     device_string(be->device, CL_DEVICE_VERSION, dver, sizeof dver);
     device_string(be->device, CL_DRIVER_VERSION, drv, sizeof drv);
+    /* what the build will be made of, known before it is made (so a refused
+     * device costs no build): the work-group size it starts from, not the one
+     * it may settle on */
     snprintf(key, cap, "v%d|%s|%s|%s|%s|%s|style=%s|wg=%zu|div=%d|fp64=%d|roundeven=%d", ST_VERSION, plat, pver, dev,
-             dver, drv, be->gpu_style ? "gpu" : "cpu", be->gpu_style ? be->wg : (size_t)1, be->div_mode, be->fp64,
-             be->roundeven);
+             dver, drv, be->gpu_style ? "gpu" : "cpu", be->gpu_style ? (be->wg_forced ? be->wg_forced : be->max_wg) : 1,
+             be->div_mode, be->fp64, be->roundeven);
     sanitize(key);
 }
 
@@ -386,33 +389,50 @@ static int run_checks(ocl_backend *be, char *why, size_t cap)
     return rc;
 }
 
-qk_status ocl_selftest(ocl_backend *be)
+static qk_status refuse(ocl_backend *be, const char *why, int cached)
 {
-    const char *mode = getenv("QKERN_OPENCL_SELFTEST");
-    if (mode && strcmp(mode, "0") == 0) {
-        snprintf(be->info.check, sizeof be->info.check, "self-test skipped (QKERN_OPENCL_SELFTEST=0)");
-        return QK_OK;
-    }
-    int use_cache = !(mode && strcmp(mode, "nocache") == 0);
-    char path[1024], key[1024], why[400] = "";
-    int cached = -1;
-    cache_key(be, key, sizeof key);
-    if (use_cache && cache_path(path, sizeof path)) cached = cache_lookup(path, key, why, sizeof why);
-    else use_cache = 0;
-    int pass;
-    if (cached >= 0) {
-        pass = cached;
-    } else {
-        pass = run_checks(be, why, sizeof why) == 0;
-        if (use_cache) cache_store(path, key, pass, why);
-    }
-    if (pass) {
-        snprintf(be->info.check, sizeof be->info.check, "self-test passed%s", cached >= 0 ? " (cached)" : "");
-        return QK_OK;
-    }
-    snprintf(be->info.check, sizeof be->info.check, "refused by the self-test%s: %.150s",
-             cached >= 0 ? " (cached)" : "", why);
+    snprintf(be->info.check, sizeof be->info.check, "refused by the self-test%s: %.150s", cached ? " (cached)" : "",
+             why);
     return qk_set_error(be->base.ctx, QK_ERR_NO_DEVICE,
                         "opencl: device \"%s\" (driver %s) failed qkern's self-test, so it is not used: %s%s",
-                        be->info.name, be->driver, why, cached >= 0 ? " (cached verdict)" : "");
+                        be->info.name, be->driver, why, cached ? " (cached verdict)" : "");
+}
+
+qk_status ocl_selftest_cached(ocl_backend *be)
+{
+    const char *mode = getenv("QKERN_OPENCL_SELFTEST");
+    be->st_state = 0;
+    if (mode && strcmp(mode, "0") == 0) {
+        snprintf(be->info.check, sizeof be->info.check, "self-test skipped (QKERN_OPENCL_SELFTEST=0)");
+        be->st_state = 1;
+        return QK_OK;
+    }
+    char path[1024], key[1024], why[400] = "";
+    if ((mode && strcmp(mode, "nocache") == 0) || !cache_path(path, sizeof path)) return QK_OK;
+    cache_key(be, key, sizeof key);
+    int cached = cache_lookup(path, key, why, sizeof why);
+    if (cached == 1) {
+        snprintf(be->info.check, sizeof be->info.check, "self-test passed (cached)");
+        be->st_state = 1;
+    } else if (cached == 0) {
+        return refuse(be, why, 1);
+    }
+    return QK_OK;
+}
+
+qk_status ocl_selftest(ocl_backend *be)
+{
+    if (be->st_state) return QK_OK;
+    const char *mode = getenv("QKERN_OPENCL_SELFTEST");
+    int use_cache = !(mode && strcmp(mode, "nocache") == 0);
+    char path[1024], key[1024], why[400] = "";
+    if (use_cache && !cache_path(path, sizeof path)) use_cache = 0;
+    int pass = run_checks(be, why, sizeof why) == 0;
+    if (use_cache) {
+        cache_key(be, key, sizeof key);
+        cache_store(path, key, pass, why);
+    }
+    if (!pass) return refuse(be, why, 0);
+    snprintf(be->info.check, sizeof be->info.check, "self-test passed");
+    return QK_OK;
 }
