@@ -139,7 +139,13 @@ done:
 }
 
 /* Per-segment parameters of segments [b0, b0 + cnt), k sets each, converted
- * into host staging and uploaded. */
+ * into host staging and uploaded.
+ * Fragile, correct today: the callers refill `staging` for the next batch right
+ * after this returns. CUDA allows that only because staging is PAGEABLE memory:
+ * a cudaMemcpyAsync from pageable memory has copied the bytes out by the time it
+ * returns. From pinned memory (cudaMallocHost) the copy runs later, and the
+ * refill would race it: whoever pins this buffer must double-buffer it and wait
+ * on an event before reusing a half. */
 static qk_status upload_params(qk_backend *be, qk_cu_qparam *staging, qk_cu_qparam *dst, const qk_qparams *params,
                                int64_t b0, int64_t cnt, size_t k)
 {
