@@ -44,6 +44,8 @@ demo() {
     deps
     mkdir -p build
     build build
+    # the OpenCL self-test's verdict cache: in the build tree, not in $HOME
+    export QKERN_CACHE_DIR=$PWD/build/cache
     local q=build/qkern out=build/demo
     mkdir -p "$out"
     /usr/bin/python3 - "$out" <<'PY'
