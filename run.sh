@@ -13,7 +13,8 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 PACKAGES=(build-essential cmake pkg-config git libcmocka-dev libcjson-dev python3 python3-numpy
           python3-matplotlib python3-torch python3-pip ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
           clang libclang-rt-14-dev  # clang + its libFuzzer runtime: the fuzz test
-          shellcheck)               # scripts/gpu-check.sh is linted by a test
+          shellcheck                # scripts/gpu-check.sh is linted by a test
+          oclgrind mesa-opencl-icd) # OpenCL beyond PoCL: a race checker, and Mesa 22.3 rusticl (refused)
 
 deps() {
     local missing=()
@@ -46,6 +47,8 @@ demo() {
     deps
     mkdir -p build
     build build
+    # the OpenCL self-test's verdict cache: in the build tree, not in $HOME
+    export QKERN_CACHE_DIR=$PWD/build/cache
     local q=build/qkern out=build/demo
     mkdir -p "$out"
     /usr/bin/python3 - "$out" <<'PY'

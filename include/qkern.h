@@ -179,6 +179,8 @@ typedef struct qk_device_info {
     char type[16];         /* "cpu", "gpu", "accelerator" */
     char version[64];      /* driver / platform version */
     uint64_t global_mem;   /* bytes, 0 if unknown */
+    char check[192];       /* OpenCL: the known-answer self-test's verdict ("self-test passed",
+                              "refused by the self-test: ..."); empty where none is run */
 } qk_device_info;
 
 typedef struct qk_backend_info {

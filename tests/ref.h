@@ -183,7 +183,9 @@ static inline float ref_dequant(long q, ref_params p)
 /* ---- the backend under test --------------------------------------------------------- */
 
 /* QKERN_TEST_BACKEND=cpu|opencl|cuda picks it (default cpu): the same suite runs
- * on every backend. Returns NULL (and prints why) when it is unavailable. */
+ * on every backend. QKERN_TEST_DEVICE=N picks its device (the library's own
+ * QKERN_DEVICE would move the tests' CPU reference contexts too). Returns NULL
+ * (and prints why) when it is unavailable. */
 static inline qk_context *ref_test_context(void)
 {
     const char *name = getenv("QKERN_TEST_BACKEND");
@@ -194,7 +196,15 @@ static inline qk_context *ref_test_context(void)
     }
     qk_context *ctx = NULL;
     char msg[512];
+    const char *dev = getenv("QKERN_TEST_DEVICE");
+    char *saved = getenv("QKERN_DEVICE") ? strdup(getenv("QKERN_DEVICE")) : NULL;
+    if (dev && *dev) setenv("QKERN_DEVICE", dev, 1);
     qk_status st = qk_context_create(kind, &ctx, msg, sizeof msg);
+    if (dev && *dev) {
+        if (saved) setenv("QKERN_DEVICE", saved, 1);
+        else unsetenv("QKERN_DEVICE");
+    }
+    free(saved);
     if (st == QK_ERR_UNSUPPORTED || st == QK_ERR_NO_DEVICE) {
         fprintf(stderr, "backend %s unavailable: %s (%s)\n", qk_backend_name(kind), msg, qk_status_string(st));
     } else if (st != QK_OK) { /* a real failure (bad settings, a broken driver): not a skip */
@@ -202,6 +212,23 @@ static inline qk_context *ref_test_context(void)
         exit(1);
     }
     return ctx;
+}
+
+/* Whether the backend under test takes float64 input: an OpenCL device without
+ * cl_khr_fp64 does not (QK_ERR_UNSUPPORTED naming the extension), and the
+ * float64 cases are then skipped with a message; everything float32 still runs. */
+static inline int ref_has_fp64(qk_context *ctx, const char *what)
+{
+    double x = 1.0;
+    uint8_t q = 0;
+    qk_qparams qp;
+    if (qk_qparams_from_range(ctx, QK_ASYMMETRIC, 8, 0, 0, -1.0, 2.0, &qp) != QK_OK) return 1;
+    qk_tensor t = qk_tensor_host(QK_F64, &x, 1), c = qk_tensor_host(QK_U8, &q, 1);
+    if (qk_quantize(ctx, &t, &qp, &c) == QK_ERR_UNSUPPORTED && strstr(qk_context_message(ctx), "cl_khr_fp64")) {
+        printf("skipped: %s (float64 input): %s\n", what, qk_context_message(ctx));
+        return 0;
+    }
+    return 1;
 }
 
 #endif

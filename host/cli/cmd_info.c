@@ -21,10 +21,12 @@ void cmd_info_usage(void)
           "Options:\n"
           "  --json           print one JSON object:\n"
           "                   {\"backends\":[{\"name\",\"compiled\",\"available\",\"reason\",\n"
-          "                   \"devices\":[{\"name\",\"vendor\",\"type\",\"version\",\"global_mem\"}]}]}\n"
-          "                   (\"reason\" only when not available; cuda, when compiled, also has\n"
-          "                   \"runtime_version\", \"driver_version\" (null without a driver) and\n"
-          "                   \"driver_needed\", the oldest NVIDIA driver the build runs on)\n"
+          "                   \"devices\":[{\"name\",\"vendor\",\"type\",\"version\",\"global_mem\",\n"
+          "                   \"self_test\"}]}]} (\"reason\" only when not available; \"self_test\",\n"
+          "                   the OpenCL known-answer self-test's verdict, only for OpenCL; cuda,\n"
+          "                   when compiled, also has \"runtime_version\", \"driver_version\" (null\n"
+          "                   without a driver) and \"driver_needed\", the oldest NVIDIA driver\n"
+          "                   the build runs on)\n"
           "  --backend NAME   only this backend (auto|cpu|opencl|cuda; auto shows the one\n"
           "                   that would be picked); exit 0 if available, 1 if not\n"
           "  -h, --help       show this help\n",
@@ -60,6 +62,8 @@ static void print_text(const qk_backend_info *b)
         if (dev->global_mem)
             printf(", %.1f GiB", (double)dev->global_mem / (1024.0 * 1024.0 * 1024.0));
         printf(")\n");
+        if (dev->check[0])
+            printf("      %s\n", dev->check);
     }
 }
 
@@ -92,6 +96,8 @@ static void add_json(cli_json *j, cJSON *list, const qk_backend_info *b)
         cli_json_string(j, jd, "type", dev->type);
         cli_json_string(j, jd, "version", dev->version);
         cli_json_uint(j, jd, "global_mem", dev->global_mem);
+        if (dev->check[0])
+            cli_json_string(j, jd, "self_test", dev->check);
     }
 }
 

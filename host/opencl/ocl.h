@@ -27,10 +27,20 @@
  *       discrete GPU.
  *   QKERN_OPENCL_PREFILTER=0     no sampled prefilter in the select: radix
  *       passes over the whole tensor (tests cover both paths this way).
+ *   QKERN_OPENCL_WG=32|64|128|256  work-group size of the GPU-style kernels
+ *       (default: the largest power of two <= 256 that every kernel allows).
+ *   QKERN_OPENCL_DIVIDE=native|double|fma  how float division is made
+ *       correctly rounded (default: native where CL_DEVICE_SINGLE_FP_CONFIG
+ *       promises it, else double with cl_khr_fp64, else fma; common.cl).
+ *   QKERN_OPENCL_FP64=0          act as a device without cl_khr_fp64.
+ *   QKERN_OPENCL_ROUNDEVEN=0     rint() rather than clang's roundeven builtin.
+ *   QKERN_OPENCL_SELFTEST=0|nocache  skip the known-answer self-test, or run it
+ *       without the verdict cache (ocl_selftest.c).
  *
  * The budget covers the backend's own buffers, not the caller's qk_buffers.
- * Devices without cl_khr_fp64 run everything but float64 input and the error
- * pass (its sums are double), which report QK_ERR_UNSUPPORTED with the reason.
+ * Devices without cl_khr_fp64 run everything on float32/16 input (the error
+ * pass's double sums in software, bit for bit, error.cl); float64 input is
+ * QK_ERR_UNSUPPORTED with the reason.
  *
  * Segmented operations (ocl_segment.c, segment.cl) run per-channel and
  * per-group work as one launch per batch of segments, each segment's result
@@ -54,8 +64,9 @@
 #define QK_OCL_MODE_ABS 2u
 #define QK_OCL_MODE_KEYS 4u
 #define QK_OCL_SB 65536         /* super-block of the error pass: chunks are multiples of it */
-#define QK_OCL_GPU_WG 256       /* work-group size of the GPU-style kernels */
-#define QK_OCL_ERR_GPU_WG 128   /* error pass, GPU style: 16 blocks x 8 lanes */
+#define QK_OCL_GPU_WG 256       /* largest work-group size of the GPU-style kernels */
+#define QK_OCL_GPU_WG_MIN 32    /* smallest one (below it: QK_ERR_NO_DEVICE) */
+#define QK_OCL_ERR_LANES 128    /* error pass, GPU style: 16 blocks x 8 lanes per super-block */
 #define QK_OCL_MM_REC 5         /* ulongs per min/max record */
 #define QK_OCL_NONE UINT64_MAX
 
@@ -136,9 +147,19 @@ typedef struct ocl_backend {
     cl_program program;
     cl_kernel kernels[OCL_K_COUNT];
     qk_device_info info;
+    char driver[64];      /* CL_DRIVER_VERSION */
+    int st_state;         /* self-test: 1 passed (cached, or skipped), 0 to be run */
+    int query_only;       /* opened for qk_backend_query: a cached verdict is enough */
 
-    int gpu_style;        /* GPU-style kernels (QK_WG = 256) rather than CPU-style (QK_WG = 1) */
+    int gpu_style;        /* GPU-style kernels (QK_WG = wg) rather than CPU-style (QK_WG = 1) */
+    size_t wg;            /* GPU style: the work-group size the program was built for */
+    size_t wg_forced;     /* QKERN_OPENCL_WG, or 0 */
+    size_t max_wg;        /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
     int fp64;             /* cl_khr_fp64: the error pass and float64 quantize need it */
+    int fp64_veto;        /* QKERN_OPENCL_FP64=0: run as a device without cl_khr_fp64 */
+    int div_mode;         /* common.cl's QK_DIV_MODE: 0 native, 1 in double, 2 fma-corrected */
+    int div_forced;       /* QKERN_OPENCL_DIVIDE gave div_mode */
+    int roundeven;        /* QK_RINT may use clang's roundeven builtin (else rint) */
     int zero_copy;        /* host memory may be wrapped with CL_MEM_USE_HOST_PTR */
     int prefilter;        /* the select may start with a sampled prefilter pass */
     cl_uint compute_units;
@@ -177,12 +198,22 @@ qk_status ocl_fail(ocl_backend *be, cl_int err, const char *call_fmt, ...);
 /* ---- devices (ocl_device.c) ----------------------------------------------------- */
 
 /* Every device of every platform, GPUs first, then CPUs and accelerators, in
- * platform order: QKERN_DEVICE indexes this list. *out is malloc'd. On failure
+ * platform-name order: QKERN_DEVICE indexes this list. *out is malloc'd. On failure
  * (no platform, no device) returns 0 devices and a reason. */
 int ocl_list_devices(ocl_device_ref **out, char *reason, size_t reason_len);
 void ocl_describe_device(const ocl_device_ref *ref, qk_device_info *info);
 /* Whether a device string-valued extension list holds ext. */
 int ocl_device_has_extension(cl_device_id dev, const char *ext);
+
+/* ---- the known-answer self-test (ocl_selftest.c) ---------------------------------- */
+
+/* Before the program is built: the cached verdict, if any (a cached failure is
+ * QK_ERR_NO_DEVICE at once; a cached pass sets be->st_state). */
+qk_status ocl_selftest_cached(ocl_backend *be);
+/* After it is built: run the self-test unless a verdict was cached, and cache
+ * it; the verdict goes to be->info.check. QK_ERR_NO_DEVICE, naming the failed
+ * check, when the device gets an answer wrong. */
+qk_status ocl_selftest(ocl_backend *be);
 
 /* ---- program and kernels (ocl_program.c) ----------------------------------------- */
 
@@ -219,6 +250,13 @@ qk_status ocl_fill_zero(ocl_backend *be, cl_mem mem, size_t bytes, cl_uint nwait
 qk_status ocl_read(ocl_backend *be, cl_mem mem, size_t offset, void *dst, size_t bytes);
 qk_status ocl_write(ocl_backend *be, cl_mem mem, size_t offset, const void *src, size_t bytes);
 qk_status ocl_finish(ocl_backend *be);
+/* Wait for n events (NULL entries skipped) and check that each command
+ * completed: a failed one gives its error naming `what` (ocl_wait.c). Returns
+ * only once every command has left the device, on failure too. */
+qk_status ocl_wait(ocl_backend *be, cl_uint n, const cl_event *ev, const char *what);
+/* Everything queued on queue has completed (a marker, clFinish, then the
+ * marker's status); the first failure is returned. */
+qk_status ocl_drain(ocl_backend *be, cl_command_queue queue, const char *what);
 /* The cl_mem and element offset of a buffer tensor. */
 cl_mem ocl_tensor_mem(const qk_tensor *t);
 void ocl_release_mem(cl_mem *mem);

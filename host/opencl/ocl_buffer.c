@@ -53,9 +53,7 @@ qk_status ocl_write(ocl_backend *be, cl_mem mem, size_t offset, const void *src,
 
 qk_status ocl_finish(ocl_backend *be)
 {
-    cl_int err = clFinish(be->queue);
-    if (err != CL_SUCCESS) return ocl_fail(be, err, "clFinish");
-    return QK_OK;
+    return ocl_drain(be, be->queue, "the command queue");
 }
 
 cl_mem ocl_tensor_mem(const qk_tensor *t)

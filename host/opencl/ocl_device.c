@@ -1,7 +1,7 @@
 /* Device choice: every device of every platform, GPUs first (they are why one
  * asks for OpenCL), then CPU devices such as PoCL and accelerators. The order is
- * stable (platform order, then each platform's own order), so QKERN_DEVICE=N
- * names the same device from run to run. */
+ * stable (platforms sorted by name, then each platform's own order), so
+ * QKERN_DEVICE=N names the same device from run to run. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +40,33 @@ static int append_devices(cl_platform_id platform, int want_gpu, ocl_device_ref 
     return 0;
 }
 
+/* Platforms by name (insertion sort: stable, a handful of entries). The ICD
+ * loader lists them in the order it finds /etc/OpenCL/vendors/ *.icd files,
+ * which is the directory's order, not a stable one. */
+static void sort_platforms(cl_platform_id *plats, cl_uint np)
+{
+    char(*names)[128] = calloc(np, sizeof *names);
+    if (!names) return;
+    for (cl_uint i = 0; i < np; i++) {
+        if (clGetPlatformInfo(plats[i], CL_PLATFORM_NAME, sizeof names[i], names[i], NULL) != CL_SUCCESS) {
+            names[i][0] = '\0';
+        }
+        names[i][sizeof names[i] - 1] = '\0';
+    }
+    for (cl_uint i = 1; i < np; i++) {
+        for (cl_uint j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+            char t[128];
+            memcpy(t, names[j], sizeof t);
+            memcpy(names[j], names[j - 1], sizeof t);
+            memcpy(names[j - 1], t, sizeof t);
+            cl_platform_id p = plats[j];
+            plats[j] = plats[j - 1];
+            plats[j - 1] = p;
+        }
+    }
+    free(names);
+}
+
 int ocl_list_devices(ocl_device_ref **out, char *reason, size_t reason_len)
 {
     *out = NULL;
@@ -66,6 +93,7 @@ int ocl_list_devices(ocl_device_ref **out, char *reason, size_t reason_len)
         free(plats);
         return 0;
     }
+    sort_platforms(plats, np);
     ocl_device_ref *list = NULL;
     int count = 0, cap = 0;
     for (int pass = 0; pass < 2; pass++) {

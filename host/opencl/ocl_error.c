@@ -74,9 +74,9 @@ static qk_status error_span(ocl_backend *be, ocl_span *sp, void *user)
                       OCL_ARG(j->k),    OCL_ARG(j->flo),  OCL_ARG(j->fhi),    OCL_ARG(j->flo_d), OCL_ARG(j->fhi_d),
                       OCL_ARG(j->fences), OCL_ARG(j->d_sse), OCL_ARG(j->d_in), OCL_ARG(j->d_clip), OCL_ARG(j->d_cnt)};
     size_t groups, local;
-    if (be->gpu_style) {
-        groups = (size_t)nsb; /* a work-group of 16 blocks x 8 lanes per super-block */
-        local = QK_OCL_ERR_GPU_WG;
+    if (be->gpu_style || !be->fp64) { /* (without fp64 only this form exists, error.cl) */
+        groups = (size_t)nsb; /* a work-group per super-block: its 16 blocks x 8 lanes */
+        local = ocl_local_size(be) < QK_OCL_ERR_LANES ? ocl_local_size(be) : QK_OCL_ERR_LANES;
     } else {
         size_t parts = (size_t)be->compute_units * 4;
         groups = nsb < parts ? (size_t)nsb : parts;
@@ -157,10 +157,10 @@ qk_status ocl_error(qk_backend *base, const qk_tensor *x, const qk_qparams *para
                     double fence_hi, qk_error_sums *sums, qk_error_counts *counts)
 {
     ocl_backend *be = ocl_of(base);
-    if (!be->fp64) {
+    if (!be->fp64 && x->dtype == QK_F64) {
         return qk_set_error(base->ctx, QK_ERR_UNSUPPORTED,
-                            "opencl: the error pass accumulates in double and \"%s\" has no cl_khr_fp64: use "
-                            "another device (QKERN_DEVICE) or the cpu backend", be->info.name);
+                            "opencl: float64 input needs cl_khr_fp64, which \"%s\" lacks: use another device "
+                            "(QKERN_DEVICE) or the cpu backend", be->info.name);
     }
     error_job j;
     memset(&j, 0, sizeof j);
@@ -189,10 +189,12 @@ qk_status ocl_error(qk_backend *base, const qk_tensor *x, const qk_qparams *para
         st = qk_set_error(base->ctx, QK_ERR_NO_MEMORY, "opencl: out of host memory for %zu error sums",
                           (size_t)total_sb * kb);
     }
-    if (st == QK_OK) st = ocl_alloc(be, (size_t)span_sb * kb * sizeof(double), CL_MEM_WRITE_ONLY, &j.d_sse);
-    if (st == QK_OK) st = ocl_alloc(be, (size_t)span_sb * kb * sizeof(double), CL_MEM_WRITE_ONLY, &j.d_in);
-    if (st == QK_OK) st = ocl_alloc(be, (size_t)span_sb * kb * sizeof(uint32_t), CL_MEM_WRITE_ONLY, &j.d_clip);
-    if (st == QK_OK) st = ocl_alloc(be, (size_t)span_sb * 4 * sizeof(uint64_t), CL_MEM_WRITE_ONLY, &j.d_cnt);
+    /* read-write: the CPU-style kernel adds into its super-block's slots (a
+     * kernel read of a write-only buffer is undefined) */
+    if (st == QK_OK) st = ocl_alloc(be, (size_t)span_sb * kb * sizeof(double), CL_MEM_READ_WRITE, &j.d_sse);
+    if (st == QK_OK) st = ocl_alloc(be, (size_t)span_sb * kb * sizeof(double), CL_MEM_READ_WRITE, &j.d_in);
+    if (st == QK_OK) st = ocl_alloc(be, (size_t)span_sb * kb * sizeof(uint32_t), CL_MEM_READ_WRITE, &j.d_clip);
+    if (st == QK_OK) st = ocl_alloc(be, (size_t)span_sb * 4 * sizeof(uint64_t), CL_MEM_READ_WRITE, &j.d_cnt);
     for (size_t c0 = 0; st == QK_OK && c0 < k; c0 += kb) {
         st = error_batch(be, x, params, c0, k - c0 < kb ? k - c0 : kb, &j, total_sb, sums, counts);
     }

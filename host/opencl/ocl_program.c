@@ -70,11 +70,11 @@ static const char *const kernel_names[OCL_K_COUNT] = {
     [OCL_K_WIDEN] = "qk_widen",
 };
 
-/* Kernels that exist only with cl_khr_fp64. */
+/* Kernels that exist only with cl_khr_fp64 (qk_error_f32 has a software-double
+ * form without it, error.cl). */
 static int needs_fp64(ocl_kernel_id id)
 {
-    return (id >= OCL_K_QUANT_F64_U8 && id <= OCL_K_QUANT_F64_I32) || id == OCL_K_ERROR_F32 ||
-           id == OCL_K_ERROR_F64 || (id >= OCL_K_SEG_QUANT_F64_U8 && id <= OCL_K_SEG_QUANT_F64_I32) ||
+    return (id >= OCL_K_QUANT_F64_U8 && id <= OCL_K_QUANT_F64_I32) || id == OCL_K_ERROR_F64 || (id >= OCL_K_SEG_QUANT_F64_U8 && id <= OCL_K_SEG_QUANT_F64_I32) ||
            id == OCL_K_SEG_ERROR_F32 || id == OCL_K_SEG_ERROR_F64;
 }
 
@@ -114,42 +114,106 @@ static void build_log_summary(ocl_backend *be, char *dst, size_t cap)
     free(log);
 }
 
-qk_status ocl_program_build(ocl_backend *be)
+/* One build of the program with the given work-group size and rounding
+ * builtin; every kernel created. *min_wg gets the smallest
+ * CL_KERNEL_WORK_GROUP_SIZE over the kernels. On failure the program and
+ * kernels are released and the error is set on the context. */
+static qk_status build_once(ocl_backend *be, size_t wg, int roundeven, size_t *min_wg)
 {
     cl_int err;
     be->program = clCreateProgramWithSource(be->context, qk_ocl_source_count, (const char **)qk_ocl_sources,
                                             qk_ocl_source_sizes, &err);
     if (err != CL_SUCCESS) return ocl_fail(be, err, "clCreateProgramWithSource");
-    /* Exactness: correctly rounded division, no fast-math flags (DESIGN.md). */
+    /* Exactness: correctly rounded division (promised by the device, or made so
+     * by common.cl's QK_DIV_MODE), no fast-math flags (DESIGN.md). The spec makes
+     * -cl-fp32-correctly-rounded-divide-sqrt a build error where the device does
+     * not promise it, so it is passed only where it does. */
     char options[256];
-    snprintf(options, sizeof options, "-cl-std=CL1.2 -cl-fp32-correctly-rounded-divide-sqrt -DQK_WG=%d -DQK_FP64=%d",
-             be->gpu_style ? QK_OCL_GPU_WG : 1, be->fp64 ? 1 : 0);
+    snprintf(options, sizeof options, "-cl-std=CL1.2%s -DQK_WG=%zu -DQK_FP64=%d -DQK_DIV_MODE=%d%s",
+             be->div_mode == 0 ? " -cl-fp32-correctly-rounded-divide-sqrt" : "", wg, be->fp64 ? 1 : 0,
+             be->div_mode, roundeven ? "" : " -DQK_NO_ROUNDEVEN");
     err = clBuildProgram(be->program, 1, &be->device, options, NULL, NULL);
     if (err != CL_SUCCESS) {
         char log[600];
         build_log_summary(be, log, sizeof log);
-        return qk_set_error(be->base.ctx, QK_ERR_BACKEND,
-                            "opencl: clBuildProgram failed on \"%s\": %s (%d); build log: %s", be->info.name,
-                            ocl_error_name(err), (int)err, log[0] ? log : "(empty)");
+        qk_status st = qk_set_error(be->base.ctx, QK_ERR_BACKEND,
+                                    "opencl: clBuildProgram failed on \"%s\": %s (%d); build log: %s",
+                                    be->info.name, ocl_error_name(err), (int)err, log[0] ? log : "(empty)");
+        ocl_program_release(be);
+        return st;
     }
+    *min_wg = SIZE_MAX;
     for (int i = 0; i < OCL_K_COUNT; i++) {
         if (!be->fp64 && needs_fp64((ocl_kernel_id)i)) continue;
         be->kernels[i] = clCreateKernel(be->program, kernel_names[i], &err);
-        if (err != CL_SUCCESS) return ocl_fail(be, err, "clCreateKernel(%s)", kernel_names[i]);
-        /* GPU-style kernels are written for a fixed work-group size (their local
-         * reductions assume it): a kernel the device caps lower cannot run */
-        size_t need = !be->gpu_style ? 1 : (i == OCL_K_ERROR_F32 || i == OCL_K_ERROR_F64) ? QK_OCL_ERR_GPU_WG
-                                                                                         : QK_OCL_GPU_WG;
+        if (err != CL_SUCCESS) {
+            qk_status st = ocl_fail(be, err, "clCreateKernel(%s)", kernel_names[i]);
+            ocl_program_release(be);
+            return st;
+        }
         size_t can = 0;
         err = clGetKernelWorkGroupInfo(be->kernels[i], be->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof can, &can, NULL);
-        if (err != CL_SUCCESS) return ocl_fail(be, err, "clGetKernelWorkGroupInfo(%s)", kernel_names[i]);
-        if (can < need) {
-            return qk_set_error(be->base.ctx, QK_ERR_NO_DEVICE,
-                                "opencl: kernel %s runs at most %zu work-items per group on \"%s\"; it needs %zu",
-                                kernel_names[i], can, be->info.name, need);
+        if (err != CL_SUCCESS) {
+            qk_status st = ocl_fail(be, err, "clGetKernelWorkGroupInfo(%s)", kernel_names[i]);
+            ocl_program_release(be);
+            return st;
         }
+        if (can < *min_wg) *min_wg = can;
     }
     return QK_OK;
+}
+
+static size_t pow2_floor(size_t v)
+{
+    size_t p = 1;
+    while (p <= v / 2) p *= 2;
+    return p;
+}
+
+qk_status ocl_program_build(ocl_backend *be)
+{
+    /* GPU style: start from the largest power of two within 256 and the
+     * device's limit (or QKERN_OPENCL_WG); where a kernel allows fewer
+     * work-items per group (registers, local memory), build again at the largest
+     * power of two that every kernel allows. Results do not depend on it. */
+    size_t wg = 1;
+    if (be->gpu_style) {
+        wg = be->wg_forced ? be->wg_forced : pow2_floor(be->max_wg < QK_OCL_GPU_WG ? be->max_wg : QK_OCL_GPU_WG);
+        if (wg < QK_OCL_GPU_WG_MIN) {
+            return qk_set_error(be->base.ctx, QK_ERR_NO_DEVICE,
+                                "opencl: device \"%s\" allows work-groups of %zu, fewer than %d", be->info.name,
+                                be->max_wg, QK_OCL_GPU_WG_MIN);
+        }
+    }
+    int roundeven = be->roundeven;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        size_t min_wg = 0;
+        qk_status st = build_once(be, wg, roundeven, &min_wg);
+        if (st != QK_OK) {
+            /* __has_builtin answered for the front end only: try rint() */
+            if (roundeven) {
+                roundeven = 0;
+                continue;
+            }
+            return st;
+        }
+        if (!be->gpu_style || min_wg >= wg) {
+            be->wg = wg;
+            be->roundeven = roundeven;
+            return QK_OK;
+        }
+        size_t fit = pow2_floor(min_wg);
+        if (be->wg_forced || fit < QK_OCL_GPU_WG_MIN) {
+            ocl_program_release(be);
+            return qk_set_error(be->base.ctx, QK_ERR_NO_DEVICE,
+                                "opencl: a kernel runs at most %zu work-items per group on \"%s\"; it needs %zu%s",
+                                min_wg, be->info.name, be->wg_forced ? wg : (size_t)QK_OCL_GPU_WG_MIN,
+                                be->wg_forced ? " (QKERN_OPENCL_WG)" : "");
+        }
+        ocl_program_release(be);
+        wg = fit;
+    }
+    return qk_set_error(be->base.ctx, QK_ERR_BACKEND, "opencl: no work-group size builds on \"%s\"", be->info.name);
 }
 
 void ocl_program_release(ocl_backend *be)
@@ -183,7 +247,7 @@ qk_status ocl_launch(ocl_backend *be, ocl_kernel_id id, const ocl_arg *args, uns
 
 size_t ocl_local_size(const ocl_backend *be)
 {
-    return be->gpu_style ? QK_OCL_GPU_WG : 1;
+    return be->gpu_style ? be->wg : 1;
 }
 
 size_t ocl_parts(const ocl_backend *be, uint64_t n)
@@ -193,7 +257,7 @@ size_t ocl_parts(const ocl_backend *be, uint64_t n)
      * the machine) of at least 64 Ki elements; GPU: enough work-groups to fill
      * every compute unit several times, each looping over its part. */
     uint64_t want = be->gpu_style ? cu * 8 : cu * 4;
-    uint64_t grain = be->gpu_style ? (uint64_t)QK_OCL_GPU_WG * 64 : 65536;
+    uint64_t grain = be->gpu_style ? (uint64_t)be->wg * 64 : 65536;
     uint64_t useful = (n + grain - 1) / grain;
     if (useful < want) want = useful;
     return want ? (size_t)want : 1;

@@ -108,7 +108,7 @@ static qk_status seg_unmap(ocl_backend *be, cl_mem mem, void *p)
 static size_t seg_groups(const ocl_backend *be, uint64_t items)
 {
     uint64_t cu = be->compute_units ? be->compute_units : 1;
-    uint64_t g = be->gpu_style ? (items + QK_OCL_GPU_WG - 1) / QK_OCL_GPU_WG : cu * 8;
+    uint64_t g = be->gpu_style ? (items + be->wg - 1) / be->wg : cu * 8;
     if (be->gpu_style && g > SEG_GPU_GROUPS_MAX) g = SEG_GPU_GROUPS_MAX;
     if (!be->gpu_style && g > items) g = items;
     return g ? (size_t)g : 1;
@@ -118,7 +118,7 @@ static size_t seg_groups(const ocl_backend *be, uint64_t items)
 static size_t seg_elem_groups(const ocl_backend *be, uint64_t n)
 {
     if (!be->gpu_style) return ocl_parts(be, n);
-    uint64_t g = (n + 8 * QK_OCL_GPU_WG - 1) / (8 * QK_OCL_GPU_WG);
+    uint64_t g = (n + 8 * be->wg - 1) / (8 * be->wg);
     if (g > SEG_GPU_GROUPS_MAX) g = SEG_GPU_GROUPS_MAX;
     return g ? (size_t)g : 1;
 }

@@ -91,11 +91,14 @@ static int64_t span_length(const ocl_backend *be, const side *in, const side *ou
     return (int64_t)len;
 }
 
-static void finish_all(ocl_backend *be)
+/* Every queue drained (on an error path too: nothing may still write to the
+ * caller's memory once ocl_stream returns); the first failure. */
+static qk_status finish_all(ocl_backend *be)
 {
-    clFinish(be->upload);
-    clFinish(be->queue);
-    clFinish(be->download);
+    qk_status a = ocl_drain(be, be->upload, "the upload queue");
+    qk_status b = ocl_drain(be, be->queue, "the compute queue");
+    qk_status c = ocl_drain(be, be->download, "the download queue");
+    return a != QK_OK ? a : b != QK_OK ? b : c;
 }
 
 qk_status ocl_stream(ocl_backend *be, const qk_tensor *in, const qk_tensor *out, ocl_span_fn fn, void *user)
@@ -200,13 +203,22 @@ qk_status ocl_stream(ocl_backend *be, const qk_tensor *in, const qk_tensor *out,
         /* the upload's event is only needed by the kernels, enqueued by now */
         if (si->mode == SIDE_STAGE) ocl_release_event(&sp.wait[0]);
         ocl_release_mem(&wrapped_in); /* deleted once its kernels are done */
+        /* span index - 2 (this slot's last user) must have completed, reads into
+         * host memory included; how it ended is checked here, span by span */
+        qk_status wst = ocl_wait(be, 2, slot_free[slot], "a span's kernels and reads");
+        if (st == QK_OK) st = wst;
         ocl_release_event(&slot_free[slot][0]);
         ocl_release_event(&slot_free[slot][1]);
         slot_free[slot][0] = sp.done;
         slot_free[slot][1] = down;
     }
 
-    finish_all(be);
+    qk_status fst = finish_all(be);
+    for (int s = 0; s < 2; s++) {
+        qk_status wst = ocl_wait(be, 2, slot_free[s], "a span's kernels and reads");
+        if (fst == QK_OK) fst = wst;
+    }
+    if (st == QK_OK) st = fst;
     /* wrapped output: mapping is what makes the device's writes visible to the
      * host by the OpenCL memory model (a no-op on PoCL) */
     for (size_t i = 0; i < n_wrapped_out; i++) {
@@ -223,7 +235,10 @@ qk_status ocl_stream(ocl_backend *be, const qk_tensor *in, const qk_tensor *out,
             }
         }
     }
-    if (n_wrapped_out) clFinish(be->queue);
+    if (n_wrapped_out) {
+        qk_status dst = ocl_drain(be, be->queue, "the output mapping");
+        if (st == QK_OK) st = dst;
+    }
     for (size_t i = 0; i < n_wrapped_out; i++) ocl_release_mem(&wrapped_out[i]);
     free(wrapped_out);
     for (int s = 0; s < 2; s++) {

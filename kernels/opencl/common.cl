@@ -10,9 +10,12 @@
  *   QK_FP64  1 when the device has cl_khr_fp64 (the error pass accumulates in
  *            double; float64 input needs it for its division).
  *
+ *   QK_DIV_MODE     how float division is made correctly rounded (QK_DIV_float below).
+ *   QK_NO_ROUNDEVEN QK_RINT uses rint() rather than clang's roundeven builtin.
+ *
  * Exactness (DESIGN.md): no contraction into fma anywhere, correctly rounded
- * float division (the host builds with -cl-fp32-correctly-rounded-divide-sqrt),
- * rint for round-half-even, clamps before any float -> int conversion. */
+ * float division (QK_DIV_float), round-half-even (QK_RINT), clamps before any
+ * float -> int conversion. */
 #pragma OPENCL FP_CONTRACT OFF
 
 #ifndef QK_WG
@@ -27,11 +30,16 @@
 
 #define QK_NONE ((ulong)0xffffffffffffffffUL)
 
-/* Round half to even. rint() is exactly that in the default rounding mode, but
- * PoCL implements the vector rint in ~25 instructions; clang's roundeven builtin
- * becomes one vroundps (2.4x faster error pass on PoCL). Same results for every
- * input (NaN, +-Inf and -0 included). */
-#if defined(__has_builtin)
+/* Round half to even: QK_RINT(v), for float, double and their vectors; every
+ * kernel rounds through it (and nothing else). rint() is exactly that in the
+ * default rounding mode, but PoCL implements the vector rint in ~25
+ * instructions; clang's roundeven builtin becomes one vroundps (2.4x faster
+ * error pass on PoCL). Same results for every input (NaN, +-Inf and -0
+ * included). __has_builtin asks only the compiler's front end: a back end may
+ * still fail to build or create a kernel that uses it (oclgrind 21.10), so the
+ * host builds again with -DQK_NO_ROUNDEVEN when that happens
+ * (host/opencl/ocl_program.c). */
+#if !defined(QK_NO_ROUNDEVEN) && defined(__has_builtin)
 #if __has_builtin(__builtin_elementwise_roundeven)
 #define QK_RINT(v) __builtin_elementwise_roundeven(v)
 #endif
@@ -39,6 +47,70 @@
 #ifndef QK_RINT
 #define QK_RINT(v) rint(v)
 #endif
+
+/* Correctly rounded float division: QK_DIV_float(a, b), QK_DIV_float8(a, b)
+ * (and QK_DIV_double, QK_DIV_double8: double division is correctly rounded on
+ * every fp64 device by the spec), so a macro that takes the type name can
+ * paste it: QK_DIV_##T(a, b). How, set by the host from
+ * CL_DEVICE_SINGLE_FP_CONFIG (QKERN_OPENCL_DIVIDE forces one):
+ *   QK_DIV_MODE 0  the device promises CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT and
+ *                  the program is built with -cl-fp32-correctly-rounded-divide-sqrt:
+ *                  a / b;
+ *   QK_DIV_MODE 1  in double (cl_khr_fp64): the double quotient is correctly
+ *                  rounded, and rounding it to float is too (53 >= 2 * 24 + 2
+ *                  bits: double rounding is innocuous for division);
+ *   QK_DIV_MODE 2  no promise and no fp64: the device's own quotient (2.5 ulp in
+ *                  OpenCL 1.2) corrected with exact fma remainders, below. */
+#ifndef QK_DIV_MODE
+#define QK_DIV_MODE 0
+#endif
+
+/* Mode 2. With both operands scaled to [0.5, 1) by frexp (exact), the quotient
+ * lies in (0.5, 2) and no remainder below can underflow. r = fma(-q, b, a) is
+ * the remainder a - q*b rounded once, so its sign is exact: it says on which side
+ * of q the true quotient lies. q then steps one ulp at a time toward it while
+ * that brings |r| down (|a - q*b| = b * |a/b - q|); next to the quotient the
+ * remainders are exact, so the last q is the nearest float (a tie cannot occur:
+ * a quotient of two 24-bit significands is never a 25-bit midpoint). Three steps
+ * cover the 2.5 ulp the spec allows. ldexp puts the exponent back: exact for a
+ * normal result; a subnormal result (|a/b| < 2^-126) may be one unit off in its
+ * last place (it rounds to +-0 in every qkern use). Zeros, infinities and NaN
+ * keep the device's own quotient, which IEEE fixes exactly. */
+#define QK_DEFINE_DIVF_FIX(NAME, T, IT, UT)                                             \
+    inline T NAME(T a, T b)                                                             \
+    {                                                                                   \
+        IT ea, eb;                                                                      \
+        T x = frexp(fabs(a), &ea), y = frexp(fabs(b), &eb);                             \
+        T q = x / y;                                                                    \
+        T r = fma(-q, y, x);                                                            \
+        for (int i = 0; i < 3; i++) {                                                   \
+            T qn = select(nextafter(q, (T)(0.0f)), nextafter(q, (T)(INFINITY)), r > (T)(0.0f)); \
+            T rn = fma(-qn, y, x);                                                      \
+            IT move = (r != (T)(0.0f)) & (fabs(rn) < fabs(r));                          \
+            q = select(q, qn, move);                                                    \
+            r = select(r, rn, move);                                                    \
+        }                                                                               \
+        T m = ldexp(q, ea - eb);                                                        \
+        m = as_##T(as_##UT(m) | ((as_##UT(a) ^ as_##UT(b)) & (UT)(0x80000000u)));       \
+        IT special = (a == (T)(0.0f)) | (b == (T)(0.0f)) | isinf(a) | isinf(b) | isnan(a) | isnan(b); \
+        return select(m, a / b, special);                                               \
+    }
+QK_DEFINE_DIVF_FIX(qk_divf_fix, float, int, uint)
+QK_DEFINE_DIVF_FIX(qk_divf_fix8, float8, int8, uint8)
+
+#if QK_DIV_MODE == 0
+#define QK_DIV_float(a, b) ((a) / (b))
+#define QK_DIV_float8(a, b) ((a) / (b))
+#elif QK_DIV_MODE == 1
+#define QK_DIV_float(a, b) ((float)((double)(a) / (double)(b)))
+/* b may be a float or a float8: -0.0f + b broadcasts without changing any b */
+#define QK_DIV_float8(a, b) convert_float8(convert_double8(a) / convert_double8((float8)(-0.0f) + (b)))
+#else
+#define QK_DIV_float(a, b) qk_divf_fix((a), (b))
+#define QK_DIV_float8(a, b) qk_divf_fix8((a), (float8)(-0.0f) + (b))
+#endif
+#define QK_DIV_double(a, b) ((a) / (b))
+#define QK_DIV_double8(a, b) ((a) / (b))
 
 /* Source modes of the order-statistics kernels (mirrored in host/opencl/ocl.h). */
 #define QK_MODE_SKIP_NONFINITE 1u /* leave NaN/Inf out */

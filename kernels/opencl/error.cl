@@ -20,7 +20,7 @@
  * IEEE operations in the same order: the same bits.
  *
  * Per-element arithmetic, equal to host/quant_math.h: r = rint(x / scale) (float
- * division for float32 input, double for float64); q - zp = clamp(r, qmin - zp,
+ * division for float32 input, QK_DIV_float, double for float64); q - zp = clamp(r, qmin - zp,
  * qmax - zp). For float32 the clamp runs in float against RTE-rounded bounds,
  * which commutes with the rounding of (float)(q - zp) because rounding is
  * monotonic; xhat = (float)(q - zp) * scale; e = (double)x - (double)xhat.
@@ -92,7 +92,7 @@ inline double qk_tree8l(__local const double *a)
 
 inline double8 qk_err8_f32(float8 v, float s, float lo, float hi)
 {
-    float8 r = QK_RINT(v / s);
+    float8 r = QK_RINT(QK_DIV_float8(v, s));
     r = select(r, (float8)(lo), r < lo);
     r = select(r, (float8)(hi), r > hi);
     return convert_double8(v) - convert_double8(r * s);
@@ -108,7 +108,7 @@ inline double8 qk_err8_f64(double8 v, float s, double lo, double hi)
 
 inline double qk_err1_f32(float v, float s, float lo, float hi)
 {
-    float r = rint(v / s);
+    float r = QK_RINT(QK_DIV_float(v, s));
     r = r < lo ? lo : r;
     r = r > hi ? hi : r;
     return (double)v - (double)(r * s);
@@ -116,7 +116,7 @@ inline double qk_err1_f32(float v, float s, float lo, float hi)
 
 inline double qk_err1_f64(double v, float s, double lo, double hi)
 {
-    double r = rint(v / (double)s);
+    double r = QK_RINT(v / (double)s);
     r = r < lo ? lo : r;
     r = r > hi ? hi : r;
     return v - (double)((float)r * s);
@@ -264,7 +264,14 @@ inline double qk_err1_f64(double v, float s, double lo, double hi)
         }                                                                                     \
     }
 
-#else /* QK_WG > 1: the host launches 128 work-items per super-block */
+#else /* QK_WG > 1: a work-group of QK_ERR_WG work-items per super-block */
+
+/* The 128 lanes of a super-block (16 blocks x 8) are fixed by the reduction
+ * structure; a work-group of QK_ERR_WG = min(QK_WG, 128) work-items runs them,
+ * work-item t taking lanes t, t + QK_ERR_WG, ... Each lane's sum is the same
+ * sequence of operations whatever the group size: the same bits. */
+#define QK_ERR_WG (QK_WG < 128 ? QK_WG : 128)
+#define QK_ERR_LANES(V) for (uint V = get_local_id(0); V < 128u; V += QK_ERR_WG)
 
 #define QK_DEFINE_ERROR(NAME, P)                                                              \
     __kernel void qk_error_##NAME(QK_ERROR_ARGS(P##_T))                                       \
@@ -273,36 +280,39 @@ inline double qk_err1_f64(double v, float s, double lo, double hi)
         __local ulong lu[4][128];                                                             \
         P##_FENCES;                                                                           \
         x += off;                                                                             \
-        uint t = get_local_id(0), blk = t >> 3, lane = t & 7;                                 \
         ulong sb = get_group_id(0);                                                           \
         ulong s0 = sb * QK_SB, s1 = min(n, s0 + QK_SB);                                       \
-        ulong b0 = s0 + blk * QK_BLK;                                                         \
-        ulong fin = 0, inl = 0, bad = 0, first = QK_NONE;                                     \
-        for (ulong i = b0 + lane; i < min(s1, b0 + QK_BLK); i += 8) {                         \
-            P##_T v = x[i];                                                                   \
-            if (P##_NONFIN(v)) {                                                              \
-                bad++;                                                                        \
-                first = min(first, i - s0);                                                   \
-            } else {                                                                          \
-                fin++;                                                                        \
-                inl += v >= flo && v <= fhi;                                                  \
+        QK_ERR_LANES(t) {                                                                     \
+            ulong b0 = s0 + (t >> 3) * QK_BLK;                                                \
+            ulong fin = 0, inl = 0, bad = 0, first = QK_NONE;                                 \
+            for (ulong i = b0 + (t & 7); i < min(s1, b0 + QK_BLK); i += 8) {                  \
+                P##_T v = x[i];                                                               \
+                if (P##_NONFIN(v)) {                                                          \
+                    bad++;                                                                    \
+                    first = min(first, i - s0);                                               \
+                } else {                                                                      \
+                    fin++;                                                                    \
+                    inl += v >= flo && v <= fhi;                                              \
+                }                                                                             \
             }                                                                                 \
+            lu[0][t] = fin;                                                                   \
+            lu[1][t] = inl;                                                                   \
+            lu[2][t] = bad;                                                                   \
+            lu[3][t] = first;                                                                 \
         }                                                                                     \
-        lu[0][t] = fin;                                                                       \
-        lu[1][t] = inl;                                                                       \
-        lu[2][t] = bad;                                                                       \
-        lu[3][t] = first;                                                                     \
         barrier(CLK_LOCAL_MEM_FENCE);                                                         \
         for (uint h = 64; h > 0; h >>= 1) {                                                   \
-            if (t < h) {                                                                      \
-                lu[0][t] += lu[0][t + h];                                                     \
-                lu[1][t] += lu[1][t + h];                                                     \
-                lu[2][t] += lu[2][t + h];                                                     \
-                lu[3][t] = min(lu[3][t], lu[3][t + h]);                                       \
+            QK_ERR_LANES(t) {                                                                 \
+                if (t < h) {                                                                  \
+                    lu[0][t] += lu[0][t + h];                                                 \
+                    lu[1][t] += lu[1][t + h];                                                 \
+                    lu[2][t] += lu[2][t + h];                                                 \
+                    lu[3][t] = min(lu[3][t], lu[3][t + h]);                                   \
+                }                                                                             \
             }                                                                                 \
             barrier(CLK_LOCAL_MEM_FENCE);                                                     \
         }                                                                                     \
-        if (t == 0) {                                                                         \
+        if (get_local_id(0) == 0) {                                                           \
             o_cnt[4 * sb] = lu[0][0];                                                         \
             o_cnt[4 * sb + 1] = lu[1][0];                                                     \
             o_cnt[4 * sb + 2] = lu[2][0];                                                     \
@@ -311,30 +321,35 @@ inline double qk_err1_f64(double v, float s, double lo, double hi)
         barrier(CLK_LOCAL_MEM_FENCE);                                                         \
         for (uint c = 0; c < k; c++) {                                                        \
             P##_PARAMS;                                                                       \
-            double a = 0.0, ai = 0.0;                                                         \
-            ulong cl = 0;                                                                     \
-            for (ulong i = b0 + lane; i < min(s1, b0 + QK_BLK); i += 8) {                     \
-                P##_T v = x[i];                                                               \
-                if (P##_NONFIN(v)) continue;                                                  \
-                double e = P##_ERR1(v);                                                       \
-                double e2 = e * e;                                                            \
-                a += e2;                                                                      \
-                if (fences && v >= flo && v <= fhi) ai += e2;                                 \
-                cl += v < clo || v > chi;                                                     \
-            }                                                                                 \
-            l1[t] = a;                                                                        \
-            l2[t] = fences ? ai : a;                                                          \
-            lu[0][t] = cl;                                                                    \
-            barrier(CLK_LOCAL_MEM_FENCE);                                                     \
-            if (lane == 0) {                                                                  \
-                bs[blk] = qk_tree8l(l1 + t);                                                  \
-                bi[blk] = qk_tree8l(l2 + t);                                                  \
-                ulong cs = 0;                                                                 \
-                for (uint j = 0; j < 8; j++) cs += lu[0][t + j];                              \
-                lu[1][blk] = cs;                                                              \
+            QK_ERR_LANES(t) {                                                                 \
+                ulong b0 = s0 + (t >> 3) * QK_BLK;                                            \
+                double a = 0.0, ai = 0.0;                                                     \
+                ulong cl = 0;                                                                 \
+                for (ulong i = b0 + (t & 7); i < min(s1, b0 + QK_BLK); i += 8) {              \
+                    P##_T v = x[i];                                                           \
+                    if (P##_NONFIN(v)) continue;                                              \
+                    double e = P##_ERR1(v);                                                   \
+                    double e2 = e * e;                                                        \
+                    a += e2;                                                                  \
+                    if (fences && v >= flo && v <= fhi) ai += e2;                             \
+                    cl += v < clo || v > chi;                                                 \
+                }                                                                             \
+                l1[t] = a;                                                                    \
+                l2[t] = fences ? ai : a;                                                      \
+                lu[0][t] = cl;                                                                \
             }                                                                                 \
             barrier(CLK_LOCAL_MEM_FENCE);                                                     \
-            if (t == 0) {                                                                     \
+            QK_ERR_LANES(t) {                                                                 \
+                if ((t & 7) == 0) {                                                           \
+                    bs[t >> 3] = qk_tree8l(l1 + t);                                           \
+                    bi[t >> 3] = qk_tree8l(l2 + t);                                           \
+                    ulong cs = 0;                                                             \
+                    for (uint j = 0; j < 8; j++) cs += lu[0][t + j];                          \
+                    lu[1][t >> 3] = cs;                                                       \
+                }                                                                             \
+            }                                                                                 \
+            barrier(CLK_LOCAL_MEM_FENCE);                                                     \
+            if (get_local_id(0) == 0) {                                                       \
                 double ss = 0.0, si = 0.0;                                                    \
                 ulong cs = 0;                                                                 \
                 for (uint j = 0; j < 16; j++) {                                               \
@@ -356,3 +371,240 @@ QK_DEFINE_ERROR(f32, QK_F32)
 QK_DEFINE_ERROR(f64, QK_F64)
 
 #endif /* QK_FP64 */
+
+#if !QK_FP64
+/* ==== the float32 error pass on a device without cl_khr_fp64 ====================
+ * The sums are defined in double (DESIGN.md), so they are computed in double
+ * here too, in software: IEEE binary64 bit patterns in ulongs, rounded to
+ * nearest even exactly as a double unit would (after Berkeley SoftFloat 3's
+ * f64 add, sub and mul). Only what the pass needs: magnitudes (e^2 and its
+ * sums are >= 0, and |e| suffices to square), finite normal values (a float
+ * difference is >= 2^-149 and its square >= 2^-298: no subnormal, no
+ * overflow). The reduction structure is the GPU kernel's, lane for lane, at
+ * any work-group size (one work-item runs all 128 lanes in CPU style): the
+ * same bits as the fp64 kernels and the CPU reference. */
+
+#define QK_SB 65536UL
+#define QK_BLK 4096UL
+
+inline ulong qk_sd_jam(ulong a, uint dist)
+{
+    return dist < 63 ? (a >> dist) | (ulong)((a << (-dist & 63)) != 0) : (ulong)(a != 0);
+}
+
+/* sig has its leading bit at bit 62; round to 53 bits, nearest even */
+inline ulong qk_sd_round_pack(int exp, ulong sig)
+{
+    uint round_bits = (uint)(sig & 0x3ff);
+    sig = (sig + 0x200) >> 10;
+    sig &= ~(ulong)(round_bits == 0x200);
+    if (!sig) exp = 0;
+    return ((ulong)exp << 52) + sig;
+}
+
+inline ulong qk_sd_norm_round_pack(int exp, ulong sig)
+{
+    int shift = (int)clz(sig) - 1;
+    exp -= shift;
+    if (shift >= 10) return sig ? ((ulong)exp << 52) + (sig << (shift - 10)) : 0;
+    return qk_sd_round_pack(exp, sig << shift);
+}
+
+/* |a| + |b| for positive doubles (bits) */
+inline ulong qk_sd_add(ulong a, ulong b)
+{
+    if (a == 0) return b;
+    if (b == 0) return a;
+    int ea = (int)(a >> 52), eb = (int)(b >> 52), d = ea - eb, ez;
+    ulong sa = a & 0xfffffffffffffUL, sb = b & 0xfffffffffffffUL, sz;
+    if (d == 0) {
+        ez = ea;
+        sz = (0x0020000000000000UL + sa + sb) << 9;
+    } else {
+        sa <<= 9;
+        sb <<= 9;
+        if (d < 0) {
+            ez = eb;
+            sa = qk_sd_jam(sa + 0x2000000000000000UL, (uint)-d);
+        } else {
+            ez = ea;
+            sb = qk_sd_jam(sb + 0x2000000000000000UL, (uint)d);
+        }
+        sz = 0x2000000000000000UL + sa + sb;
+        if (sz < 0x4000000000000000UL) {
+            ez--;
+            sz <<= 1;
+        }
+    }
+    return qk_sd_round_pack(ez, sz);
+}
+
+/* ||a| - |b|| for positive doubles (bits) */
+inline ulong qk_sd_absdiff(ulong a, ulong b)
+{
+    if (a == 0) return b;
+    if (b == 0) return a;
+    int ea = (int)(a >> 52), eb = (int)(b >> 52), d = ea - eb;
+    ulong sa = a & 0xfffffffffffffUL, sb = b & 0xfffffffffffffUL;
+    if (d == 0) {
+        long diff = (long)sa - (long)sb;
+        if (diff == 0) return 0;
+        ea--;
+        ulong m = (ulong)(diff < 0 ? -diff : diff);
+        int shift = (int)clz(m) - 11;
+        return ((ulong)(ea - shift) << 52) + (m << shift);
+    }
+    sa <<= 10;
+    sb <<= 10;
+    if (d < 0) {
+        sa = qk_sd_jam(sa + 0x4000000000000000UL, (uint)-d);
+        sb |= 0x4000000000000000UL;
+        return qk_sd_norm_round_pack(eb - 1, sb - sa);
+    }
+    sb = qk_sd_jam(sb + 0x4000000000000000UL, (uint)d);
+    sa |= 0x4000000000000000UL;
+    return qk_sd_norm_round_pack(ea - 1, sa - sb);
+}
+
+/* a * a for a positive double (bits) */
+inline ulong qk_sd_square(ulong a)
+{
+    if (a == 0) return 0;
+    int e = (int)(a >> 52);
+    ulong s = a & 0xfffffffffffffUL;
+    int ez = e + e - 0x3ff;
+    ulong sa = (s | 0x0010000000000000UL) << 10, sb = (s | 0x0010000000000000UL) << 11;
+    ulong hi = mul_hi(sa, sb), lo = sa * sb;
+    ulong sz = hi | (ulong)(lo != 0);
+    if (sz < 0x4000000000000000UL) {
+        ez--;
+        sz <<= 1;
+    }
+    return qk_sd_round_pack(ez, sz);
+}
+
+/* |f| as double bits (exact) */
+inline ulong qk_sd_from_float(float f)
+{
+    uint u = as_uint(f) & 0x7fffffffu;
+    if (u == 0) return 0;
+    uint e = u >> 23, m = u & 0x7fffffu;
+    if (e == 0) { /* subnormal: m * 2^-149, normalised */
+        uint p = 31 - clz(m);
+        return ((ulong)(p - 149 + 1023) << 52) | ((ulong)((m << (23 - p)) & 0x7fffffu) << 29);
+    }
+    return ((ulong)(e + 896) << 52) | ((ulong)m << 29);
+}
+
+/* e^2 of one element, as double bits: qk_err1_f32 of the fp64 build, in software */
+inline ulong qk_sd_err2_f32(float v, float s, float lo, float hi)
+{
+    float r = QK_RINT(QK_DIV_float(v, s));
+    r = r < lo ? lo : r;
+    r = r > hi ? hi : r;
+    float xh = r * s;
+    ulong a = qk_sd_from_float(v), b = qk_sd_from_float(xh);
+    ulong e = (as_uint(v) ^ as_uint(xh)) >> 31 ? qk_sd_add(a, b) : qk_sd_absdiff(a, b);
+    return qk_sd_square(e);
+}
+
+inline ulong qk_sd_tree8l(__local const ulong *a)
+{
+    return qk_sd_add(qk_sd_add(qk_sd_add(a[0], a[1]), qk_sd_add(a[2], a[3])),
+                     qk_sd_add(qk_sd_add(a[4], a[5]), qk_sd_add(a[6], a[7])));
+}
+
+#define QK_ERR_WG (QK_WG < 128 ? QK_WG : 128)
+#define QK_ERR_LANES(V) for (uint V = get_local_id(0); V < 128u; V += QK_ERR_WG)
+
+__kernel void qk_error_f32(__global const float *x, ulong off, ulong n, __global const float *prm,
+                           __global const ulong *prmd, uint k, float flo, float fhi, ulong fence_lo_d,
+                           ulong fence_hi_d, int fences, __global ulong *o_sse, __global ulong *o_in,
+                           __global uint *o_clip, __global ulong *o_cnt)
+{
+    __local ulong l1[128], l2[128], bs[16], bi[16];
+    __local ulong lu[4][128];
+    x += off;
+    ulong sb = get_group_id(0);
+    ulong s0 = sb * QK_SB, s1 = min(n, s0 + QK_SB);
+    QK_ERR_LANES(t) {
+        ulong b0 = s0 + (t >> 3) * QK_BLK;
+        ulong fin = 0, inl = 0, bad = 0, first = QK_NONE;
+        for (ulong i = b0 + (t & 7); i < min(s1, b0 + QK_BLK); i += 8) {
+            float v = x[i];
+            if (qk_nonfinite32(as_uint(v))) {
+                bad++;
+                first = min(first, i - s0);
+            } else {
+                fin++;
+                inl += v >= flo && v <= fhi;
+            }
+        }
+        lu[0][t] = fin;
+        lu[1][t] = inl;
+        lu[2][t] = bad;
+        lu[3][t] = first;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint h = 64; h > 0; h >>= 1) {
+        QK_ERR_LANES(t) {
+            if (t < h) {
+                lu[0][t] += lu[0][t + h];
+                lu[1][t] += lu[1][t + h];
+                lu[2][t] += lu[2][t + h];
+                lu[3][t] = min(lu[3][t], lu[3][t + h]);
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (get_local_id(0) == 0) {
+        o_cnt[4 * sb] = lu[0][0];
+        o_cnt[4 * sb + 1] = lu[1][0];
+        o_cnt[4 * sb + 2] = lu[2][0];
+        o_cnt[4 * sb + 3] = lu[3][0];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint c = 0; c < k; c++) {
+        float s = prm[8 * c], lo = prm[8 * c + 1], hi = prm[8 * c + 2];
+        float clo = prm[8 * c + 3], chi = prm[8 * c + 4];
+        QK_ERR_LANES(t) {
+            ulong b0 = s0 + (t >> 3) * QK_BLK;
+            ulong a = 0, ai = 0, cl = 0;
+            for (ulong i = b0 + (t & 7); i < min(s1, b0 + QK_BLK); i += 8) {
+                float v = x[i];
+                if (qk_nonfinite32(as_uint(v))) continue;
+                ulong e2 = qk_sd_err2_f32(v, s, lo, hi);
+                a = qk_sd_add(a, e2);
+                if (fences && v >= flo && v <= fhi) ai = qk_sd_add(ai, e2);
+                cl += v < clo || v > chi;
+            }
+            l1[t] = a;
+            l2[t] = fences ? ai : a;
+            lu[0][t] = cl;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        QK_ERR_LANES(t) {
+            if ((t & 7) == 0) {
+                bs[t >> 3] = qk_sd_tree8l(l1 + t);
+                bi[t >> 3] = qk_sd_tree8l(l2 + t);
+                ulong cs = 0;
+                for (uint j = 0; j < 8; j++) cs += lu[0][t + j];
+                lu[1][t >> 3] = cs;
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (get_local_id(0) == 0) {
+            ulong ss = 0, si = 0, cs = 0;
+            for (uint j = 0; j < 16; j++) {
+                ss = qk_sd_add(ss, bs[j]);
+                si = qk_sd_add(si, bi[j]);
+                cs += lu[1][j];
+            }
+            o_sse[sb * k + c] = ss;
+            o_in[sb * k + c] = si;
+            o_clip[sb * k + c] = (uint)cs;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+#endif /* !QK_FP64 */

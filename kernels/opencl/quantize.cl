@@ -1,7 +1,7 @@
 /* codes = clamp(rint(x / scale) + zero_point, qmin, qmax), exactly as
  * host/quant_math.h:
- *  - x / scale is one IEEE division in the input's precision (correctly rounded),
- *    then rint (round half to even);
+ *  - x / scale is one IEEE division in the input's precision, correctly rounded
+ *    (QK_DIV_float / QK_DIV_double, common.cl), then round half to even (QK_RINT);
  *  - NaN gives the code of 0: r is replaced by 0, so the code is clamp(zp);
  *  - the clamp happens before any conversion to an integer.
  * Two exact ways to do the "+ zp, clamp":
@@ -18,7 +18,7 @@
  * VT/ST: float8/float or double8/double; S is the scale in that precision. */
 #define QK_QUANT8_FAST(X, Q, I, S, ZP, LO, HI, CONV8)                                             \
     do {                                                                                          \
-        float8 r_ = QK_RINT(vload8(0, (X) + (I)) / (S));                                          \
+        float8 r_ = QK_RINT(QK_DIV_float8(vload8(0, (X) + (I)), (S)));                            \
         r_ = select(r_, (float8)(0.0f), isnan(r_));                                               \
         r_ = select(r_, (float8)(LO), r_ < (LO));                                                 \
         r_ = select(r_, (float8)(HI), r_ > (HI));                                                 \
@@ -27,7 +27,7 @@
 
 #define QK_QUANT8(VT, X, Q, I, S, ZP, QMIN, QMAX, CONV8)                                          \
     do {                                                                                          \
-        VT r_ = QK_RINT(vload8(0, (X) + (I)) / (S));                                              \
+        VT r_ = QK_RINT(QK_DIV_##VT(vload8(0, (X) + (I)), (S)));                                  \
         r_ = select(r_, (VT)(0), isnan(r_));                                                      \
         r_ = select(r_, (VT)(-QK_BIG), r_ < (VT)(-QK_BIG));                                       \
         r_ = select(r_, (VT)(QK_BIG), r_ > (VT)(QK_BIG));                                         \
@@ -39,7 +39,7 @@
 
 #define QK_QUANT1(ST, X, Q, I, S, ZP, QMIN, QMAX, CONV1)                                          \
     do {                                                                                          \
-        ST r_ = rint((X)[I] / (S));                                                               \
+        ST r_ = QK_RINT(QK_DIV_##ST((X)[I], (S)));                                                \
         if (isnan(r_)) r_ = (ST)0;                                                                \
         r_ = clamp(r_, (ST)-QK_BIG, (ST)QK_BIG);                                                  \
         long t_ = clamp((long)r_ + (long)(ZP), (long)(QMIN), (long)(QMAX));                       \
