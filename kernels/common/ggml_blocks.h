@@ -141,8 +141,8 @@ QKG_FN qkg_u16 qkg_f32_to_f16(float f)
     if (e == 0 || shift > 24u)
         return (qkg_u16)sign;
     qkg_u32 m = (a & 0x7fffffu) | 0x800000u;
-    qkg_u32 q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
-    if (rem > half || (rem == half && (q & 1u)))
+    qkg_u32 q = m >> shift, rem = m & ((1u << shift) - 1u), halfway = 1u << (shift - 1u);
+    if (rem > halfway || (rem == halfway && (q & 1u)))
         q++;
     return (qkg_u16)(sign | q);
 }
