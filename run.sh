@@ -12,7 +12,8 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 # Debian packages only; python3-numpy (Debian's 1.24) is the reference numpy.
 PACKAGES=(build-essential cmake pkg-config git libcmocka-dev libcjson-dev python3 python3-numpy
           python3-matplotlib python3-torch python3-pip ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
-          clang libclang-rt-14-dev)  # clang + its libFuzzer runtime: the fuzz test
+          clang libclang-rt-14-dev  # clang + its libFuzzer runtime: the fuzz test
+          python3-yaml python3-tqdm)  # gguf-py's dependencies (the GGUF oracle test pip-installs gguf itself)
 
 deps() {
     local missing=()
