@@ -30,7 +30,14 @@ typedef uint qkg_u32;
 #define QKG_U2F(u) as_float(u)
 #define QKG_FABS(v) fabs(v)
 #define QKG_SQRT(v) sqrt(v)
-#define QKG_ROUND(v) round(v)
+/* round(): half away from zero. PoCL's round() is a slow library call; this is
+ * the same function exactly (x - trunc(x) is exact in float). */
+inline float qkg_round(float v)
+{
+    float t = trunc(v);
+    return fabs(v - t) >= 0.5f ? t + copysign(1.0f, v) : t;
+}
+#define QKG_ROUND(v) qkg_round(v)
 #elif defined(__CUDACC__)
 #define QKG_FN static __device__ __forceinline__
 typedef unsigned char qkg_u8;

@@ -1,8 +1,18 @@
 /* ggml's block formats: the block functions of kernels/common/ggml_blocks.h
  * (embedded just before this file) run one work-item per block, each block's
  * floats and bytes copied to private memory first so the shared functions see
- * plain pointers. Work-items stride over the blocks, so any launch size covers
- * any count. Offsets: x and out in their element units, blocks in bytes. */
+ * plain pointers. Each work-item takes a contiguous run of blocks (one block
+ * when the launch covers them all), so any launch size covers any count and a
+ * CPU device's work-items stream through memory. Offsets: x and out in their
+ * element units, blocks in bytes. */
+
+/* [*b, *e): this work-item's run of n blocks. */
+inline void qk_ggml_run(ulong n, ulong *b, ulong *e)
+{
+    ulong items = get_global_size(0), per = (n + items - 1) / items, lo = per * get_global_id(0);
+    *b = lo < n ? lo : n;
+    *e = lo + per < n ? lo + per : n;
+}
 
 #define QK_GGML_KERNELS(NAME, ELEMS, BYTES)                                                                    \
     __kernel void qk_ggml_quantize_##NAME(__global const float *restrict x, ulong xoff,                      \
@@ -10,7 +20,9 @@
     {                                                                                                          \
         float xb[ELEMS];                                                                                       \
         qkg_u8 yb[BYTES];                                                                                      \
-        for (ulong b = get_global_id(0); b < nblocks; b += get_global_size(0)) {                               \
+        ulong b, e;                                                                                            \
+        qk_ggml_run(nblocks, &b, &e);                                                                          \
+        for (; b < e; b++) {                                                                                   \
             __global const float *src = x + xoff + b * ELEMS;                                                  \
             for (int i = 0; i < ELEMS; i++)                                                                    \
                 xb[i] = src[i];                                                                                \
@@ -25,7 +37,9 @@
     {                                                                                                          \
         float xb[ELEMS];                                                                                       \
         qkg_u8 yb[BYTES];                                                                                      \
-        for (ulong b = get_global_id(0); b < nblocks; b += get_global_size(0)) {                               \
+        ulong b, e;                                                                                            \
+        qk_ggml_run(nblocks, &b, &e);                                                                          \
+        for (; b < e; b++) {                                                                                   \
             __global const uchar *src = y + yoff + b * BYTES;                                                  \
             for (int i = 0; i < BYTES; i++)                                                                    \
                 yb[i] = src[i];                                                                                \

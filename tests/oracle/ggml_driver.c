@@ -5,10 +5,15 @@
  *   ggml_driver quantize TYPE N_PER_ROW IN.f32 OUT.bin   (IN: float32 rows)
  *   ggml_driver dequantize TYPE N IN.bin OUT.f32
  *   ggml_driver info TYPE                                 (prints "blck_size type_size")
- *   ggml_driver bench TYPE N_PER_ROW IN.f32 REPEATS       (prints seconds per pass, 1 thread) */
+ *   ggml_driver bench TYPE N_PER_ROW IN.f32 REPEATS [THREADS]
+ *                      seconds per pass (the best of REPEATS), rows split over THREADS
+ *                      threads as llama-quantize does (default 1)
+ *   ggml_driver read IN.f32 REPEATS [THREADS]   seconds per plain read pass over the same bytes */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "ggml.h"
@@ -42,8 +47,80 @@ static void spit(const char *path, const void *p, size_t n)
     }
 }
 
+typedef struct job {
+    enum ggml_type type;
+    const float *x;
+    void *y;
+    int64_t row0, nrows, per_row;
+    const uint64_t *words;
+    size_t nwords;
+    uint64_t sum;
+} job;
+
+static void *quant_job(void *p)
+{
+    job *j = p;
+    if (j->nrows > 0)
+        ggml_quantize_chunk(j->type, j->x, j->y, j->row0 * j->per_row, j->nrows, j->per_row, NULL);
+    return NULL;
+}
+
+static void *read_job(void *p)
+{
+    job *j = p;
+    uint64_t s = 0;
+    for (size_t i = 0; i < j->nwords; i++)
+        s += j->words[i];
+    j->sum = s;
+    return NULL;
+}
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+/* The best of reps passes of fn over the jobs, one thread each. */
+static double best_of(int reps, int nthreads, job *jobs, void *(*fn)(void *))
+{
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        pthread_t th[64];
+        double a = now();
+        for (int t = 0; t < nthreads; t++)
+            pthread_create(&th[t], NULL, fn, &jobs[t]);
+        for (int t = 0; t < nthreads; t++)
+            pthread_join(th[t], NULL);
+        double e = now() - a;
+        if (e < best)
+            best = e;
+    }
+    return best;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 4 && strcmp(argv[1], "read") == 0) {
+        size_t len;
+        uint64_t *w = slurp(argv[2], &len);
+        int reps = atoi(argv[3]), nt = argc > 4 ? atoi(argv[4]) : 1;
+        if (nt < 1 || nt > 64)
+            nt = 1;
+        job jobs[64];
+        size_t nw = len / 8, per = (nw + (size_t)nt - 1) / (size_t)nt;
+        uint64_t total = 0;
+        for (int t = 0; t < nt; t++) {
+            size_t b = (size_t)t * per < nw ? (size_t)t * per : nw, e = b + per < nw ? b + per : nw;
+            jobs[t] = (job){.words = w + b, .nwords = e - b};
+        }
+        double s = best_of(reps, nt, jobs, read_job);
+        for (int t = 0; t < nt; t++)
+            total += jobs[t].sum;
+        printf("%.6f %llu\n", s, (unsigned long long)(total & 1));
+        return 0;
+    }
     if (argc < 3) {
         fprintf(stderr, "usage: ggml_driver quantize|dequantize|info|bench TYPE ...\n");
         return 2;
@@ -63,14 +140,17 @@ int main(int argc, char **argv)
         size_t out_bytes = ggml_row_size(type, per_row) * (size_t)nrows;
         void *y = malloc(out_bytes ? out_bytes : 1);
         if (strcmp(argv[1], "bench") == 0) {
-            int reps = atoi(argv[5]);
+            int reps = atoi(argv[5]), nt = argc > 6 ? atoi(argv[6]) : 1;
+            if (nt < 1 || nt > 64)
+                nt = 1;
             ggml_quantize_chunk(type, x, y, 0, nrows, per_row, NULL); /* warm: pages touched */
-            struct timespec a, b;
-            clock_gettime(CLOCK_MONOTONIC, &a);
-            for (int r = 0; r < reps; r++)
-                ggml_quantize_chunk(type, x, y, 0, nrows, per_row, NULL);
-            clock_gettime(CLOCK_MONOTONIC, &b);
-            printf("%.6f\n", ((b.tv_sec - a.tv_sec) + 1e-9 * (b.tv_nsec - a.tv_nsec)) / reps);
+            job jobs[64];
+            int64_t per = (nrows + nt - 1) / nt;
+            for (int t = 0; t < nt; t++) {
+                int64_t r0 = t * per < nrows ? t * per : nrows, r1 = r0 + per < nrows ? r0 + per : nrows;
+                jobs[t] = (job){.type = type, .x = x, .y = y, .row0 = r0, .nrows = r1 - r0, .per_row = per_row};
+            }
+            printf("%.6f\n", best_of(reps, nt, jobs, quant_job));
             return 0;
         }
         size_t got = ggml_quantize_chunk(type, x, y, 0, nrows, per_row, NULL);
