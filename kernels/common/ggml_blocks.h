@@ -604,7 +604,7 @@ QKG_FN void qkg_quantize_q2_k(const float *x, qkg_u8 *y)
         float iscale = q4scale / max_min;
         for (int j = 0; j < QKG_QK_K / 16; j++) {
             int l = qkg_nearest_int(iscale * mins[j]);
-            ysc[j] = (qkg_u8)(ysc[j] | (l << 4));
+            ysc[j] = (qkg_u8)(ysc[j] | ((qkg_u32)l << 4)); /* l < 0 possible: shifted as two's complement */
         }
         qkg_put_f16(ydmin, max_min / q4scale);
     } else {
