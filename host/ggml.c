@@ -94,8 +94,9 @@ static qk_status check_args(qk_context *ctx, const char *fn, const qk_tensor *f,
                             fn, (long long)f->n, r->name, (long long)r->elems);
     size_t bytes;
     if (qk_ggml_size(type, f->n, &bytes) != QK_OK || (uint64_t)b->n != (uint64_t)bytes)
-        return qk_set_error(ctx, QK_ERR_INVALID_ARG, "%s: %lld elements of %s take %zu bytes, the block tensor has %lld",
-                            fn, (long long)f->n, r->name, bytes, (long long)b->n);
+        return qk_set_error(ctx, QK_ERR_INVALID_ARG,
+                            "%s: %lld elements of %s take %zu bytes, the block tensor has %lld", fn,
+                            (long long)f->n, r->name, bytes, (long long)b->n);
     if (!ctx->backend->iface->ggml_quantize || !ctx->backend->iface->ggml_dequantize)
         return qk_set_error(ctx, QK_ERR_UNSUPPORTED, "%s: the %s backend has no ggml block formats", fn,
                             qk_backend_name(ctx->kind));
