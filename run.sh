@@ -14,7 +14,8 @@ PACKAGES=(build-essential cmake pkg-config git libcmocka-dev libcjson-dev python
           python3-matplotlib python3-torch python3-pip ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
           clang libclang-rt-14-dev  # clang + its libFuzzer runtime: the fuzz test
           shellcheck                # scripts/gpu-check.sh is linted by a test
-          oclgrind mesa-opencl-icd) # OpenCL beyond PoCL: a race checker, and Mesa 22.3 rusticl (refused)
+          oclgrind mesa-opencl-icd  # OpenCL beyond PoCL: a race checker, and Mesa 22.3 rusticl (refused)
+          python3-yaml python3-tqdm)  # gguf-py's dependencies (the GGUF oracle test pip-installs gguf itself)
 
 deps() {
     local missing=()

@@ -62,8 +62,10 @@ endif()
 message(STATUS "qkern: OpenCL backend built (OpenCL ${OpenCL_VERSION_STRING}, ${OpenCL_LIBRARY})")
 
 # Program order: common.cl first (configuration and helpers the others use).
+# ggml.cl runs the block functions of kernels/common/ggml_blocks.h (shared with
+# the CPU and CUDA backends), embedded just before it.
 set(QK_OCL_KERNEL_NAMES common.cl minmax.cl select.cl prefilter.cl quantize.cl dequantize.cl error.cl segment.cl
-    selftest.cl)
+    selftest.cl ../common/ggml_blocks.h ggml.cl)
 set(QK_OCL_KERNEL_PATHS "")
 foreach(k ${QK_OCL_KERNEL_NAMES})
   list(APPEND QK_OCL_KERNEL_PATHS ${CMAKE_SOURCE_DIR}/kernels/opencl/${k})

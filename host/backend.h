@@ -105,6 +105,15 @@ typedef struct qk_backend_iface {
      * exactly to float32, NaN payloads kept as qk_half_to_float does. Lets float16
      * and bfloat16 data cross the bus at 2 bytes an element. */
     qk_status (*widen)(qk_backend *be, const qk_tensor *x, qk_tensor *out);
+
+    /* ---- ggml block formats (optional) ---------------------------------------
+     * out (U8, blocks of ggml type `type`) = ggml's reference quantization of x
+     * (F32, finite, n a multiple of the block size), byte for byte
+     * (kernels/common/ggml_blocks.h). The caller (host/ggml.c) passes host
+     * tensors only to the CPU backend, device buffers to the others. */
+    qk_status (*ggml_quantize)(qk_backend *be, const qk_tensor *x, int type, qk_tensor *out);
+    /* out (F32) = ggml's dequantization of in (U8 blocks of `type`). */
+    qk_status (*ggml_dequantize)(qk_backend *be, const qk_tensor *in, int type, qk_tensor *out);
 } qk_backend_iface;
 
 struct qk_backend {

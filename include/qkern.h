@@ -367,6 +367,46 @@ QK_API qk_status qk_pack_int4(qk_context *ctx, const qk_tensor *codes, uint8_t *
 /* The inverse: fills codes (U8 or I8, n elements) from (n + 1) / 2 packed bytes. */
 QK_API qk_status qk_unpack_int4(qk_context *ctx, const uint8_t *packed, qk_tensor *codes);
 
+/* ---- ggml block formats -------------------------------------------------------
+ * The block types of ggml / llama.cpp (what GGUF files hold), defined by ggml's
+ * reference quantizer without an importance matrix (ggml_quantize_chunk ->
+ * quantize_row_*_ref): every backend writes the same bytes as ggml built for
+ * baseline x86-64 (no FMA). ggml's own roundings apply to these formats, not
+ * the DESIGN formulas of qkern's integer codes (docs/ggml-formats.md). The
+ * values are ggml's type ids, as GGUF tensor infos store them. */
+typedef enum qk_ggml_type {
+    QK_GGML_F32 = 0,   /* pass-through */
+    QK_GGML_F16 = 1,   /* round to nearest even */
+    QK_GGML_Q4_0 = 2,  /* 32 elements in 18 bytes */
+    QK_GGML_Q4_1 = 3,  /* 32 in 20 */
+    QK_GGML_Q5_0 = 6,  /* 32 in 22 */
+    QK_GGML_Q5_1 = 7,  /* 32 in 24 */
+    QK_GGML_Q8_0 = 8,  /* 32 in 34 */
+    QK_GGML_Q2_K = 10, /* 256 in 84 */
+    QK_GGML_Q3_K = 11, /* 256 in 110 */
+    QK_GGML_Q4_K = 12, /* 256 in 144 */
+    QK_GGML_Q5_K = 13, /* 256 in 176 */
+    QK_GGML_Q6_K = 14, /* 256 in 210 */
+    QK_GGML_BF16 = 30  /* round to nearest even, as ggml */
+} qk_ggml_type;
+
+/* ggml's name ("q4_K"), elements per block and bytes per block of a type;
+ * QK_ERR_INVALID_ARG for a type qkern does not quantize. Any pointer may be NULL. */
+QK_API qk_status qk_ggml_type_info(qk_ggml_type type, const char **name, int64_t *block_elems,
+                                   size_t *block_bytes);
+/* Parse ggml's name of a type, case-insensitively ("Q4_K", "q8_0", "bf16"). */
+QK_API qk_status qk_ggml_type_parse(const char *name, qk_ggml_type *out);
+/* Bytes of n elements of type (n a multiple of the block size). */
+QK_API qk_status qk_ggml_size(qk_ggml_type type, int64_t n, size_t *bytes);
+/* Quantize x (F32, n a multiple of the type's block size) into out: a U8
+ * tensor of qk_ggml_size(type, n) bytes, host or device, blocks in order (as
+ * ggml_quantize_chunk writes rows of blocks). x must be finite
+ * (QK_ERR_NONFINITE otherwise, nothing written). */
+QK_API qk_status qk_ggml_quantize(qk_context *ctx, const qk_tensor *x, qk_ggml_type type, qk_tensor *out);
+/* The inverse, as ggml's dequantize_row_*: in (U8, qk_ggml_size bytes) to out
+ * (F32, n elements). */
+QK_API qk_status qk_ggml_dequantize(qk_context *ctx, const qk_tensor *in, qk_ggml_type type, qk_tensor *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -139,6 +139,9 @@ class Qkern:
             "qk_quantize": (C.c_int, [vp, P(Tensor), P(Qparams), P(Tensor)]),
             "qk_dequantize": (C.c_int, [vp, P(Tensor), P(Qparams), P(Tensor)]),
             "qk_quant_error": (C.c_int, [vp, P(Tensor), P(Qparams), C.c_uint, P(ErrorResult)]),
+            "qk_ggml_quantize": (C.c_int, [vp, P(Tensor), C.c_int, P(Tensor)]),
+            "qk_ggml_dequantize": (C.c_int, [vp, P(Tensor), C.c_int, P(Tensor)]),
+            "qk_ggml_size": (C.c_int, [C.c_int, C.c_int64, P(C.c_size_t)]),
         }
         for name, (res, args) in sig.items():
             f = getattr(lib, name)
@@ -272,3 +275,55 @@ class Qkern:
 
     def buffer_destroy(self, ctx, buf):
         self.lib.qk_buffer_destroy(ctx, buf)
+
+    # ---- ggml block formats ----
+    def ggml_size(self, gtype, n):
+        b = C.c_size_t()
+        st = self.lib.qk_ggml_size(gtype, n, C.byref(b))
+        if st != QK_OK:
+            raise QkError(st, "qk_ggml_size")
+        return b.value
+
+    def _device_tensor(self, ctx, arr, dtype):
+        buf = C.c_void_p()
+        self.check(ctx, self.lib.qk_buffer_create(ctx, max(arr.nbytes, 1), C.byref(buf)), "qk_buffer_create")
+        self.check(ctx, self.lib.qk_buffer_write(ctx, buf, 0, arr.ctypes.data, arr.nbytes), "qk_buffer_write")
+        return buf, Tensor(dtype, arr.size, None, buf, 0)
+
+    def ggml_quantize_st(self, ctx, x, gtype, device=False):
+        """(status, bytes as a uint8 array); device=True passes device buffers."""
+        out = np.zeros(self.ggml_size(gtype, x.size), dtype=np.uint8)
+        if not device:
+            tx, to = self.tensor(x), Tensor(QK_U8, out.size, out.ctypes.data, None, 0)
+            return self.lib.qk_ggml_quantize(ctx, C.byref(tx), gtype, C.byref(to)), out
+        bx, tx = self._device_tensor(ctx, x, QK_F32)
+        bo, to = self._device_tensor(ctx, out, QK_U8)
+        try:
+            st = self.lib.qk_ggml_quantize(ctx, C.byref(tx), gtype, C.byref(to))
+            if st == QK_OK:
+                self.check(ctx, self.lib.qk_buffer_read(ctx, bo, 0, out.ctypes.data, out.nbytes), "qk_buffer_read")
+            return st, out
+        finally:
+            self.lib.qk_buffer_destroy(ctx, bx)
+            self.lib.qk_buffer_destroy(ctx, bo)
+
+    def ggml_quantize(self, ctx, x, gtype, device=False):
+        st, out = self.ggml_quantize_st(ctx, x, gtype, device)
+        self.check(ctx, st, "qk_ggml_quantize")
+        return out
+
+    def ggml_dequantize(self, ctx, blocks, gtype, n, device=False):
+        out = np.zeros(n, dtype=np.float32)
+        if not device:
+            tb, to = Tensor(QK_U8, blocks.size, blocks.ctypes.data, None, 0), self.tensor(out)
+            self.check(ctx, self.lib.qk_ggml_dequantize(ctx, C.byref(tb), gtype, C.byref(to)), "qk_ggml_dequantize")
+            return out
+        bb, tb = self._device_tensor(ctx, blocks, QK_U8)
+        bo, to = self._device_tensor(ctx, out, QK_F32)
+        try:
+            self.check(ctx, self.lib.qk_ggml_dequantize(ctx, C.byref(tb), gtype, C.byref(to)), "qk_ggml_dequantize")
+            self.check(ctx, self.lib.qk_buffer_read(ctx, bo, 0, out.ctypes.data, out.nbytes), "qk_buffer_read")
+            return out
+        finally:
+            self.lib.qk_buffer_destroy(ctx, bb)
+            self.lib.qk_buffer_destroy(ctx, bo)

@@ -40,6 +40,7 @@ int main(void)
 
 #include <cuda_runtime_api.h>
 
+#include "cpu/cpu_ggml.h"
 #include "cpu/cpu_keys.h"
 #include "cuda/cuda_launch.h"
 #include "internal.h"
@@ -1213,6 +1214,52 @@ cudaError_t qk_cu_widen(cudaStream_t s, int sms, qk_dtype xt, const uint16_t *x,
     if (xt != QK_F16 && xt != QK_BF16) return fail_with(cudaErrorInvalidValue);
     widen_args a = {xt, x, out, n};
     return launch(s, widen_run, &a, sizeof a);
+}
+
+/* ggml block formats: the shared block functions run on the host, block by block. */
+typedef struct ggml_args {
+    int type, quantize;
+    float *x;
+    unsigned char *y;
+    int64_t n;
+} ggml_args;
+
+static void ggml_run(void *p)
+{
+    ggml_args *a = p;
+    qk_tensor f = qk_tensor_host(QK_F32, a->x, a->n);
+    size_t bytes = 0;
+    assert_int_equal(qk_ggml_size((qk_ggml_type)a->type, a->n, &bytes), QK_OK);
+    qk_tensor b = qk_tensor_host(QK_U8, a->y, (int64_t)bytes);
+    dev_check(a->x, (size_t)a->n * 4, "ggml x");
+    dev_check(a->y, bytes, "ggml y");
+    /* the CPU backend's member is the plain loop over the shared block functions
+     * (it needs no state: a blank backend will do) */
+    static qk_backend blank;
+    if (a->quantize) assert_int_equal(qk_cpu_ggml_quantize(&blank, &f, a->type, &b), QK_OK);
+    else assert_int_equal(qk_cpu_ggml_dequantize(&blank, &b, a->type, &f), QK_OK);
+}
+
+cudaError_t qk_cu_ggml_quantize(cudaStream_t s, int sms, int type, const float *x, unsigned char *y, int64_t n)
+{
+    (void)sms;
+    sim_seg_launches++;
+    if (n <= 0) return cudaSuccess;
+    size_t bytes;
+    if (qk_ggml_size((qk_ggml_type)type, n, &bytes) != QK_OK) return fail_with(cudaErrorInvalidValue);
+    ggml_args a = {type, 1, (float *)x, y, n};
+    return launch(s, ggml_run, &a, sizeof a);
+}
+
+cudaError_t qk_cu_ggml_dequantize(cudaStream_t s, int sms, int type, const unsigned char *y, float *x, int64_t n)
+{
+    (void)sms;
+    sim_seg_launches++;
+    if (n <= 0) return cudaSuccess;
+    size_t bytes;
+    if (qk_ggml_size((qk_ggml_type)type, n, &bytes) != QK_OK) return fail_with(cudaErrorInvalidValue);
+    ggml_args a = {type, 0, x, (unsigned char *)y, n};
+    return launch(s, ggml_run, &a, sizeof a);
 }
 
 /* ==== the tests ================================================================================ */
@@ -2518,6 +2565,61 @@ static void test_versions(void **state)
     assert_string_equal(info.driver_needed, "");
 }
 
+/* The ggml block formats through the CUDA host side: host tensors staged in
+ * pieces (a 1 MiB budget), device tensors at odd byte offsets, every type. */
+static void test_ggml(void **state)
+{
+    enum { N = 256 * 48 };
+    static const qk_ggml_type types[] = {QK_GGML_F32, QK_GGML_F16, QK_GGML_BF16, QK_GGML_Q4_0, QK_GGML_Q4_1,
+                                         QK_GGML_Q5_0, QK_GGML_Q5_1, QK_GGML_Q8_0, QK_GGML_Q2_K, QK_GGML_Q3_K,
+                                         QK_GGML_Q4_K, QK_GGML_Q5_K, QK_GGML_Q6_K};
+    float *x = malloc(N * sizeof *x), *back = malloc(N * sizeof *back), *want_back = malloc(N * sizeof *x);
+    unsigned char *want = malloc(N * 4), *got = malloc(N * 4 + 1);
+    uint64_t r = 16;
+    for (int i = 0; i < N; i++) {
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+        x[i] = (float)((int64_t)(r >> 33) - (1LL << 30)) / (float)(1 << 28);
+    }
+    setenv("QKERN_DEVICE_MEMORY_LIMIT", "1M", 1);
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        size_t bytes;
+        assert_int_equal(qk_ggml_size(types[t], N, &bytes), QK_OK);
+        qk_tensor tx = qk_tensor_host(QK_F32, x, N), tw = qk_tensor_host(QK_U8, want, (int64_t)bytes);
+        assert_int_equal(qk_ggml_quantize(cpu, &tx, types[t], &tw), QK_OK);
+        memset(got, 0xAA, bytes);
+        qk_tensor tg = qk_tensor_host(QK_U8, got, (int64_t)bytes);
+        assert_int_equal(qk_ggml_quantize(sim, &tx, types[t], &tg), QK_OK);
+        assert_memory_equal(got, want, bytes);
+        /* device tensors, the blocks one byte into their buffer */
+        qk_buffer *bx, *bb;
+        qk_tensor dx = to_device(sim, QK_F32, x, N, 4, &bx);
+        assert_int_equal(qk_buffer_create(sim, bytes + 1, &bb), QK_OK);
+        qk_tensor db = qk_tensor_buffer(QK_U8, bb, 1, (int64_t)bytes);
+        assert_int_equal(qk_ggml_quantize(sim, &dx, types[t], &db), QK_OK);
+        assert_int_equal(qk_buffer_read(sim, bb, 1, got, bytes), QK_OK);
+        assert_memory_equal(got, want, bytes);
+        /* and back: host, then device */
+        qk_tensor tb = qk_tensor_host(QK_F32, want_back, N);
+        assert_int_equal(qk_ggml_dequantize(cpu, &tw, types[t], &tb), QK_OK);
+        qk_tensor hb = qk_tensor_host(QK_F32, back, N);
+        assert_int_equal(qk_ggml_dequantize(sim, &tw, types[t], &hb), QK_OK);
+        assert_memory_equal(back, want_back, N * 4);
+        memset(back, 0, N * 4);
+        assert_int_equal(qk_ggml_dequantize(sim, &db, types[t], &dx), QK_OK);
+        assert_int_equal(qk_buffer_read(sim, bx, 4, back, N * 4), QK_OK);
+        assert_memory_equal(back, want_back, N * 4);
+        qk_buffer_destroy(sim, bx);
+        qk_buffer_destroy(sim, bb);
+    }
+    unsetenv("QKERN_DEVICE_MEMORY_LIMIT");
+    free(x);
+    free(back);
+    free(want_back);
+    free(want);
+    free(got);
+    no_sim_errors();
+}
+
 int main(void)
 {
     qk_backend_info info;
@@ -2555,6 +2657,7 @@ int main(void)
         cmocka_unit_test(test_memory_pool),
         cmocka_unit_test(test_shared_device),
         cmocka_unit_test(test_versions),
+        cmocka_unit_test(test_ggml),
     };
     return cmocka_run_group_tests_name("cuda_hostsim", tests, setup, teardown) ? 1 : 0;
 }

@@ -10,6 +10,7 @@
 #include "../quant_math.h"
 #include "cpu_keys.h"
 #include "cpu_select.h"
+#include "cpu_ggml.h"
 
 /* Error sums are accumulated per block, then the block sums in order: a fixed
  * order (same bits every run) and a smaller rounding error than one long sum. */
@@ -279,6 +280,8 @@ static const qk_backend_iface cpu_iface = {
     .quantize = cpu_quantize,
     .dequantize = cpu_dequantize,
     .error = cpu_error,
+    .ggml_quantize = qk_cpu_ggml_quantize,
+    .ggml_dequantize = qk_cpu_ggml_dequantize,
 };
 
 qk_status qk_cpu_backend_create(qk_context *ctx, int device, qk_backend **out)

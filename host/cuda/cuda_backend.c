@@ -591,6 +591,26 @@ static qk_status cuda_widen(qk_backend *be, const qk_tensor *x, qk_tensor *out)
     return st;
 }
 
+static qk_status cuda_ggml_quantize(qk_backend *be, const qk_tensor *x, int type, qk_tensor *out)
+{
+    cu_scope prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    st = qk_cu_op_ggml(be, 1, x, type, out);
+    cu_leave(be, &prev);
+    return st;
+}
+
+static qk_status cuda_ggml_dequantize(qk_backend *be, const qk_tensor *in, int type, qk_tensor *out)
+{
+    cu_scope prev;
+    qk_status st = cu_enter(be, &prev);
+    if (st != QK_OK) return st;
+    st = qk_cu_op_ggml(be, 0, out, type, in);
+    cu_leave(be, &prev);
+    return st;
+}
+
 static const qk_backend_iface cuda_iface = {
     .destroy = cuda_destroy,
     .device_info = cuda_device_info,
@@ -612,6 +632,8 @@ static const qk_backend_iface cuda_iface = {
     .seg_dequantize = cuda_seg_dequantize,
     .seg_error = cuda_seg_error,
     .widen = cuda_widen,
+    .ggml_quantize = cuda_ggml_quantize,
+    .ggml_dequantize = cuda_ggml_dequantize,
 };
 
 qk_status qk_cuda_backend_create(qk_context *ctx, int device, qk_backend **out)

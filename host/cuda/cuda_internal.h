@@ -201,6 +201,8 @@ qk_status qk_cu_op_seg_dequantize(qk_backend *be, const qk_tensor *codes, int64_
 qk_status qk_cu_op_seg_error(qk_backend *be, const qk_tensor *x, int64_t seg, const qk_qparams *params, size_t k,
                              const double *fences, qk_error_sums *sums, qk_error_counts *counts);
 qk_status qk_cu_op_widen(qk_backend *be, const qk_tensor *x, qk_tensor *out);
+/* ggml block formats on device tensors (cuda_ggml.c). */
+qk_status qk_cu_op_ggml(qk_backend *be, int quantize, const qk_tensor *f, int type, const qk_tensor *b);
 
 
 #endif

@@ -195,6 +195,12 @@ static inline QK_CU_HD uint32_t qk_cu_half_bits(uint32_t h)
     return sign | ((113u - sh) << 23) | (((man << sh) & 0x3ffu) << 13);
 }
 
+/* ggml block formats (kernels/cuda/ggml.cu): y = ggml's reference quantization of
+ * x[0..n) as type (a ggml type id; n a multiple of its block size), and the
+ * inverse. y may have any byte alignment. */
+cudaError_t qk_cu_ggml_quantize(cudaStream_t s, int sms, int type, const float *x, unsigned char *y, int64_t n);
+cudaError_t qk_cu_ggml_dequantize(cudaStream_t s, int sms, int type, const unsigned char *y, float *x, int64_t n);
+
 #ifdef __cplusplus
 }
 #endif

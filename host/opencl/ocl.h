@@ -125,6 +125,28 @@ typedef enum ocl_kernel_id {
     OCL_K_SEG_ERROR_F32,
     OCL_K_SEG_ERROR_F64,
     OCL_K_WIDEN,
+    OCL_K_GGML_QUANT_Q4_0,
+    OCL_K_GGML_QUANT_Q4_1,
+    OCL_K_GGML_QUANT_Q5_0,
+    OCL_K_GGML_QUANT_Q5_1,
+    OCL_K_GGML_QUANT_Q8_0,
+    OCL_K_GGML_QUANT_Q2_K,
+    OCL_K_GGML_QUANT_Q3_K,
+    OCL_K_GGML_QUANT_Q4_K,
+    OCL_K_GGML_QUANT_Q5_K,
+    OCL_K_GGML_QUANT_Q6_K,
+    OCL_K_GGML_DEQUANT_Q4_0,
+    OCL_K_GGML_DEQUANT_Q4_1,
+    OCL_K_GGML_DEQUANT_Q5_0,
+    OCL_K_GGML_DEQUANT_Q5_1,
+    OCL_K_GGML_DEQUANT_Q8_0,
+    OCL_K_GGML_DEQUANT_Q2_K,
+    OCL_K_GGML_DEQUANT_Q3_K,
+    OCL_K_GGML_DEQUANT_Q4_K,
+    OCL_K_GGML_DEQUANT_Q5_K,
+    OCL_K_GGML_DEQUANT_Q6_K,
+    OCL_K_GGML_FROM_F32,
+    OCL_K_GGML_TO_F32,
     OCL_K_COUNT
 } ocl_kernel_id;
 
@@ -342,6 +364,9 @@ qk_status ocl_seg_dequantize(qk_backend *be, const qk_tensor *codes, int64_t seg
 qk_status ocl_seg_error(qk_backend *be, const qk_tensor *x, int64_t seg, const qk_qparams *params, size_t k,
                         const double *fences, qk_error_sums *sums, qk_error_counts *counts);
 qk_status ocl_widen(qk_backend *be, const qk_tensor *x, qk_tensor *out);
+/* ggml block formats (ocl_ggml.c, ggml.cl). */
+qk_status ocl_ggml_quantize(qk_backend *be, const qk_tensor *x, int type, qk_tensor *out);
+qk_status ocl_ggml_dequantize(qk_backend *be, const qk_tensor *in, int type, qk_tensor *out);
 /* The largest segment the segmented select sorts in one go for this key width
  * (4 or 8 bytes), from the device's local memory and the kernel style. */
 int64_t ocl_seg_select_cap(const ocl_backend *be, size_t key_bytes);

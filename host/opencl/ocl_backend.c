@@ -64,6 +64,8 @@ static const qk_backend_iface ocl_iface = {
     .seg_dequantize = ocl_seg_dequantize,
     .seg_error = ocl_seg_error,
     .widen = ocl_widen,
+    .ggml_quantize = ocl_ggml_quantize,
+    .ggml_dequantize = ocl_ggml_dequantize,
 };
 
 /* Settings from the environment; see ocl.h. */
