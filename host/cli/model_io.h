@@ -1,61 +1,11 @@
-/* What quantize-model and dequantize-model share: the list of tensors to
- * write, writing it through the safetensors writer (temporary + rename), the
- * float16/bfloat16 conversions and small formatting helpers. */
+/* Small formatting helpers of the model commands' reports. */
 #ifndef QK_CLI_MODEL_IO_H
 #define QK_CLI_MODEL_IO_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "qkern.h"
-#include "safetensors.h"
-
-/* One tensor of the output. Nothing is owned: name, shape and data must stay
- * valid until model_write() returns. */
-typedef struct model_out_tensor {
-    const char *name;
-    const char *st_dtype; /* safetensors spelling: "F32", "I64", ... */
-    int ndim;
-    const int64_t *shape;
-    const void *data;
-    int elem_bits;        /* orders the data: wider elements first keeps every tensor aligned */
-    size_t order;         /* insertion order, the tie-break */
-} model_out_tensor;
-
-typedef struct model_out {
-    model_out_tensor *t;
-    size_t n, cap;
-} model_out;
-
-/* 0, or -1 when out of memory. */
-int model_out_add(model_out *o, const char *name, const char *st_dtype, int ndim, const int64_t *shape,
-                  const void *data);
-void model_out_free(model_out *o);
-
-/* Create and drop the output's temporary now, so a missing directory or an
- * unwritable one is reported before any work. 0 or CLI_EXIT_RUNTIME (reported). */
-int model_probe_output(const char *path);
-
-/* Write the tensors (wider element types first, otherwise in insertion order)
- * and the metadata entries to path, atomically. SIGINT, SIGTERM, SIGHUP and
- * SIGQUIT are held back while the file is written and renamed, so an
- * interrupt either comes before the temporary exists or after the output is
- * complete; SIGXFSZ is ignored so a file-size limit is a write error. On
- * success *bytes_out is the file's size. 0 or CLI_EXIT_RUNTIME (reported). */
-int model_write(const char *path, model_out *o, const char *const *meta_keys, const char *const *meta_values,
-                size_t n_meta, uint64_t *bytes_out);
-
-/* Round to nearest, ties to even (numpy's astype(float16); torch's .to(bfloat16)). */
-uint16_t model_float_to_half(float f);
-uint16_t model_float_to_bf16(float f);
-
-/* Sum of x^2 over the finite elements, in double, in index order (for SQNR). */
-double model_sum_squares(qk_dtype dtype, const void *data, int64_t n);
-
 /* "[384, 1536]"; "[]" for a scalar. */
 void model_format_shape(int ndim, const int64_t *shape, char *buf, size_t len);
-
-/* Size of a file, or 0 when it cannot be read. */
-uint64_t model_file_size(const char *path);
 
 #endif
