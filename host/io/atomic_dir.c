@@ -101,6 +101,9 @@ qk_status qk_atomic_dir_open(qk_atomic_dir *d, const char *path, char *err, size
         free(final);
         return QK_ERR_IO;
     }
+    mode_t mask = umask(0); /* mkdtemp's 0700 would surprise whoever reads the output */
+    umask(mask);
+    (void)chmod(tmp, 0777 & ~mask);
     d->tmp_path = tmp;
     d->final_path = final;
     return QK_OK;
