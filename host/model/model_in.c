@@ -449,10 +449,21 @@ qk_status mi_read(const model_in *m, const mi_tensor *t, uint64_t off, void *dst
     return QK_OK;
 }
 
+/* At least this much is announced ahead of the reads: a small tensor (a bias)
+ * must not leave the large one after it to be read cold. Page cache, not RSS. */
+#define READAHEAD_WINDOW ((uint64_t)64 << 20)
+
 void mi_willneed(const model_in *m, const mi_tensor *t, uint64_t off, uint64_t len)
 {
-    if (m->readahead && len > 0)
-        (void)posix_fadvise(m->shards[t->shard].fd, (off_t)(t->file_offset + off), (off_t)len, POSIX_FADV_WILLNEED);
+    const mi_shard *s = &m->shards[t->shard];
+    uint64_t start = t->file_offset + off;
+    if (!m->readahead || start >= s->size)
+        return;
+    if (len < READAHEAD_WINDOW)
+        len = READAHEAD_WINDOW;
+    if (len > s->size - start)
+        len = s->size - start;
+    (void)posix_fadvise(s->fd, (off_t)start, (off_t)len, POSIX_FADV_WILLNEED);
 }
 
 uint64_t mi_bytes(const model_in *m)

@@ -75,7 +75,7 @@ const mi_tensor *mi_find(const model_in *m, const char *name, size_t *index);
  * page cache. QK_ERR_IO on a short read. */
 qk_status mi_read(const model_in *m, const mi_tensor *t, uint64_t off, void *dst, size_t len, char *err,
                   size_t err_len);
-/* Hint that these bytes come next. */
+/* Hint that these bytes (and at least 64 MiB of the shard from there) come next. */
 void mi_willneed(const model_in *m, const mi_tensor *t, uint64_t off, uint64_t len);
 uint64_t mi_bytes(const model_in *m);
 
