@@ -79,9 +79,11 @@ qk_status mo_init(model_out *o, const char *path, int dir_mode, size_t n_shards,
     }
     o->n_shards = n_shards;
     for (size_t k = 0; k < n_shards; k++) {
+        o->shards[k].f.fd = -1;
+        pthread_mutex_init(&o->shards[k].lock, NULL); /* all of them: mo_close destroys all */
+    }
+    for (size_t k = 0; k < n_shards; k++) {
         mo_shard *s = &o->shards[k];
-        s->f.fd = -1;
-        pthread_mutex_init(&s->lock, NULL);
         if (dir_mode && !(s->base = strdup(base[k]))) {
             qk_io_error(err, err_len, "out of memory");
             return QK_ERR_NO_MEMORY;
