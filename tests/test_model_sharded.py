@@ -36,8 +36,9 @@ SANITIZED = False  # --sanitized: ASan's shadow memory counts in RSS, so peaks a
 # What a run holds beside its pieces' buffers, over the VmHWM of the same run on a
 # 1 MiB model: allocator slack and per-thread arenas on the CPU backend; on OpenCL
 # (PoCL) its worker threads' stacks and memory pools, which grow with the work-group
-# count. Measured here: cpu 41-55 MiB of 64 MiB + 5 MiB, opencl 81-96 MiB over 95 MiB.
-OVERHEAD = {"cpu": 16 * MIB, "opencl": 64 * MIB}
+# count and vary from run to run. Measured here: cpu 41-60 MiB against 64 MiB + 6 MiB;
+# opencl 78-140 MiB over its 96 MiB baseline.
+OVERHEAD = {"cpu": 16 * MIB, "opencl": 96 * MIB}
 
 
 def test(fn):

@@ -94,7 +94,9 @@ static qk_status plan_items(mr_run *r, dq_shard *ds, unsigned char *role, size_t
         double code_in = e->packed ? 0.5 : (double)qk_dtype_size(e->codes_dtype);
         double per_elem = code_in + (e->packed ? 1.0 : 0.0) + (e->dtype == QK_F64 ? 8.0 : 4.0) +
                           (e->dtype == QK_F16 || e->dtype == QK_BF16 ? 2.0 : 0.0) + BACKEND_BYTES;
-        qk_status st = mr_pieces(r, it, &layout, e->blocks, e->n, per_elem, 8.0 + (double)sizeof(qk_qparams), e->packed);
+        /* per block: its stored scale and zero point, its parameters, and the library's
+         * own per-block work (about 4x, as for quantize) */
+        qk_status st = mr_pieces(r, it, &layout, e->blocks, e->n, per_elem, 8.0 + 4.0 * (double)sizeof(qk_qparams), e->packed);
         if (st != QK_OK)
             return st;
     }
