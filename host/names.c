@@ -16,6 +16,7 @@ const char *qk_status_string(qk_status status)
     case QK_ERR_BACKEND: return "QK_ERR_BACKEND: a device API call failed";
     case QK_ERR_IO: return "QK_ERR_IO: input/output error";
     case QK_ERR_FORMAT: return "QK_ERR_FORMAT: malformed file";
+    case QK_ERR_CANCELLED: return "QK_ERR_CANCELLED: cancelled";
     case QK_STATUS_COUNT: break;
     }
     return "QK_ERR_UNKNOWN: unknown status code";

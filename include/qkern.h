@@ -44,6 +44,7 @@ typedef enum qk_status {
     QK_ERR_BACKEND,      /* a CUDA/OpenCL call failed: the message names the call and its code */
     QK_ERR_IO,           /* file I/O failed (used by the I/O helpers and the CLI) */
     QK_ERR_FORMAT,       /* a malformed or hostile file (bad header, truncated data, overflow) */
+    QK_ERR_CANCELLED,    /* a progress callback asked to stop: nothing was written */
     QK_STATUS_COUNT
 } qk_status;
 
@@ -406,6 +407,98 @@ QK_API qk_status qk_ggml_quantize(qk_context *ctx, const qk_tensor *x, qk_ggml_t
 /* The inverse, as ggml's dequantize_row_*: in (U8, qk_ggml_size bytes) to out
  * (F32, n elements). */
 QK_API qk_status qk_ggml_dequantize(qk_context *ctx, const qk_tensor *in, qk_ggml_type type, qk_tensor *out);
+
+/* ---- whole models: checkpoints of any size ------------------------------------ */
+/* A model is a .safetensors file, a *.safetensors.index.json (HF sharded
+ * checkpoint: its weight_map names each tensor's shard) or a directory holding
+ * one. Tensors are read, converted and written one piece at a time: peak
+ * resident memory stays near memory_limit (plus a fixed overhead: the process,
+ * the backend's runtime) whatever the model's size. Output: a file for a
+ * single-file input (unless max_shard_size is set), else a directory (which
+ * must not exist or be empty) holding the shards, a new
+ * model.safetensors.index.json and a byte-for-byte copy of every other file of
+ * the input's directory (config.json, tokenizer files ...). Files and the
+ * directory are written under temporary names and renamed into place when
+ * everything succeeded: a failure or a cancel leaves nothing. The format of a
+ * quantized model: docs/model-format.md. */
+
+typedef struct qk_model_progress {
+    size_t tensors_done, tensors_total;   /* input tensors finished */
+    uint64_t bytes_done, bytes_total;     /* input bytes finished */
+} qk_model_progress;
+/* Called from the library's threads (one at a time). Return non-zero to cancel:
+ * the call then ends with QK_ERR_CANCELLED and nothing is written. */
+typedef int (*qk_model_progress_fn)(void *user, const qk_model_progress *p);
+
+typedef struct qk_model_options {
+    const qk_backend_kind *backends; /* contexts' backends, used round robin by the jobs; NULL: AUTO */
+    size_t n_backends;
+    int jobs;                     /* contexts working on different tensors at once; default 1 */
+    uint64_t memory_limit;        /* bytes; 0: min(4 GiB, RAM / 2) */
+    uint64_t max_shard_size;      /* bytes of tensor data per output shard; 0: shard like the input */
+    /* quantize only */
+    qk_calib_options calib;
+    qk_granularity granularity;   /* default per channel, axis 0 */
+    int axis;
+    int64_t group_size;
+    int pack4;                    /* two 4-bit codes per byte (bits <= 4) */
+    const char *const *include;   /* POSIX extended regexes: also quantize matching float tensors */
+    size_t n_include;
+    const char *const *exclude;   /* never quantize matching tensors (exclude wins) */
+    size_t n_exclude;
+    qk_model_progress_fn progress; /* optional */
+    void *progress_user;
+} qk_model_options;
+
+QK_API qk_status qk_model_options_default(qk_model_options *opts);
+
+/* One input tensor's fate (quantize) or one output tensor (dequantize). */
+typedef struct qk_model_tensor_report {
+    char *name;
+    char st_dtype[8];             /* the tensor's safetensors dtype ("F32", "BF16", "I64" ...) */
+    int ndim;
+    int64_t shape[QK_MAX_DIMS];
+    int converted;                /* quantized / dequantized; 0: copied byte for byte */
+    const char *reason;           /* why it was copied (quantize), static text; NULL when converted */
+    qk_granularity granularity;
+    int axis;
+    int64_t group_size;
+    int64_t blocks;
+    int bits;
+    qk_scheme scheme;
+    int packed;
+    qk_dtype codes_dtype;
+    double p_min, p_median, p_max; /* chosen percentile over blocks (quantize) */
+    double mse, sse, sum_squares;  /* sum_squares: of the finite input values, in index order */
+    int64_t clipped, elements;
+    size_t entry;                 /* dequantize: its place among the quantized model's metadata entries
+                                     (all shards, in order); quantize: its index */
+} qk_model_tensor_report;
+
+typedef struct qk_model_report {
+    qk_backend_kind backend;      /* the first context's */
+    size_t n_tensors;
+    qk_model_tensor_report *tensors;
+    size_t shards_in, shards_out, files_copied;
+    uint64_t bytes_in, bytes_out; /* files' sizes (shards, index and copied files) */
+    uint64_t memory_limit;        /* the limit used */
+    uint64_t peak_rss;            /* VmHWM of the process when the call ended, bytes (0: unknown) */
+    int jobs;
+    /* on failure: what was being done, and the detail (as "WHAT: STATUS: DETAIL") */
+    char what[512];
+    char detail[768];
+    int64_t nonfinite_count;      /* after QK_ERR_NONFINITE, else 0 */
+} qk_model_report;
+
+/* Quantize every selected float tensor of a model (see qk_model_options). The
+ * report is filled on success and on failure (what/detail); release it. */
+QK_API qk_status qk_model_quantize(const char *input, const char *output, const qk_model_options *opts,
+                                   qk_model_report *report);
+/* Restore the float tensors of a model written by qk_model_quantize. Options
+ * used: backends, jobs, memory_limit, max_shard_size, progress. */
+QK_API qk_status qk_model_dequantize(const char *input, const char *output, const qk_model_options *opts,
+                                     qk_model_report *report);
+QK_API void qk_model_report_release(qk_model_report *report);
 
 #ifdef __cplusplus
 }

@@ -3,6 +3,14 @@
 
     /usr/bin/python3 scripts/gen-laplace-model.py OUT.safetensors [--size-gib 2.5]
         [--dtype float32|bfloat16|float16] [--seed 2026] [--reuse]
+    /usr/bin/python3 scripts/gen-laplace-model.py OUT_DIR --shards N [...]
+
+--shards N writes a sharded checkpoint as Hugging Face publishes them: OUT_DIR
+holds model-0000K-of-0000N.safetensors (consecutive tensors, about the same
+bytes each), model.safetensors.index.json (its weight_map names each tensor's
+shard), config.json and tokenizer_config.json. The tensors and their values are
+those of the single file with the same arguments. The directory is written under
+a temporary name beside OUT_DIR and renamed into place.
 
 The tensors are those of a decoder-only transformer: an embedding [vocab, d], per
 layer q/k/v/o projections [d, d] with biases [d], an MLP up [4d, d] (bias [4d]) and
@@ -203,6 +211,78 @@ def write_model(out, tensors, dtype, seed, head, total):
             signal.signal(s, h)
 
 
+def split(tensors, esize, shards):
+    """Consecutive groups of about total/shards bytes each (never an empty one)."""
+    sizes = [math.prod(shape) * esize for _, shape, _ in tensors]
+    target, groups, cur, acc = sum(sizes) / shards, [], [], 0
+    for i, size in enumerate(sizes):
+        left_tensors, left_groups = len(sizes) - i, shards - len(groups) - 1
+        if cur and (acc + size / 2 > target * (len(groups) + 1) or left_tensors <= left_groups - 0):
+            if len(groups) < shards - 1:
+                groups.append(cur)
+                cur = []
+        cur.append(i)
+        acc += size
+    groups.append(cur)
+    return groups
+
+
+def write_sharded(out, tensors, dtype, seed, meta, d, layers, vocab, shards):
+    """Shards, index and config into a temporary directory beside out, renamed into place."""
+    st_dtype, esize = DTYPES[dtype]
+    parent = os.path.dirname(os.path.abspath(out))
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(out.rstrip("/")) + ".tmp.", dir=parent)
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        groups = split(tensors, esize, shards)
+        weight_map, total_size = {}, 0
+        for k, group in enumerate(groups):
+            name = f"model-{k + 1:05d}-of-{len(groups):05d}.safetensors"
+            part = [tensors[i] for i in group]
+            head, total = header_bytes(part, st_dtype, esize, {"format": "pt"})
+            with open(os.path.join(tmp, name), "wb", buffering=0) as f:
+                f.write(head)
+                for i in group:
+                    _, shape, kind = tensors[i]
+                    for x in chunks(i, shape, kind, seed):
+                        f.write(memoryview(encode(x, dtype)).cast("B"))
+                os.fsync(f.fileno())
+            for tname, _, _ in part:
+                weight_map[tname] = name
+            total_size += total
+        with open(os.path.join(tmp, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}, f,
+                      indent=2)
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump({"architectures": ["LaplaceForCausalLM"], "hidden_size": d, "intermediate_size": 4 * d,
+                       "num_hidden_layers": layers, "vocab_size": vocab, "torch_dtype": dtype,
+                       "qkern_generator": meta}, f, indent=2)
+        with open(os.path.join(tmp, "tokenizer_config.json"), "w") as f:
+            json.dump({"model_max_length": 2048, "tokenizer_class": "PreTrainedTokenizerFast"}, f, indent=2)
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, out)
+    except BaseException:
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return len(groups)
+
+
+def sharded_is_current(out, meta, shards):
+    try:
+        with open(os.path.join(out, "config.json")) as f:
+            if json.load(f).get("qkern_generator") != meta:
+                return False
+        with open(os.path.join(out, "model.safetensors.index.json")) as f:
+            files = set(json.load(f)["weight_map"].values())
+        return len(files) == shards and all(os.path.isfile(os.path.join(out, n)) for n in files)
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", help="the .safetensors file to write")
@@ -211,7 +291,10 @@ def main():
     ap.add_argument("--seed", type=int, default=2026, help="random seed (default 2026)")
     ap.add_argument("--reuse", action="store_true",
                     help="keep an existing OUT written with the same parameters")
+    ap.add_argument("--shards", type=int, default=0, help="write OUT as a directory of this many shards")
     a = ap.parse_args()
+    if a.shards < 0 or a.shards > 10000:
+        ap.error("--shards must be in 1..10000")
     if not 0 < a.size_gib <= 1024:
         ap.error("--size-gib must be in (0, 1024]")
     if a.seed < 0:
@@ -227,6 +310,27 @@ def main():
     what = (f"{len(tensors)} tensors, {elements} {a.dtype} elements, {(len(head) + total) / 2**30:.3f} GiB "
             f"(d {d}, {layers} layers, vocab {vocab})")
 
+    if a.shards:
+        meta["shards"] = str(a.shards)
+        if a.reuse and sharded_is_current(a.out, meta, a.shards):
+            print(f"{a.out}: reused: {what}, {a.shards} shards")
+            return 0
+        t0 = time.monotonic()
+        try:
+            if os.path.exists(a.out):
+                if not os.path.isdir(a.out) or os.listdir(a.out):
+                    print(f"gen-laplace-model: {a.out} exists and is not an empty directory", file=sys.stderr)
+                    return 1
+                os.rmdir(a.out)
+            n = write_sharded(a.out, tensors, a.dtype, a.seed, meta, d, layers, vocab, a.shards)
+        except Interrupted as e:
+            print(f"gen-laplace-model: interrupted ({e}): nothing written", file=sys.stderr)
+            return 130
+        except OSError as e:
+            print(f"gen-laplace-model: {a.out}: {e}", file=sys.stderr)
+            return 1
+        print(f"{a.out}: written in {time.monotonic() - t0:.1f} s: {what}, {n} shards")
+        return 0
     if a.reuse and read_metadata(a.out) == meta and os.path.getsize(a.out) == len(head) + total:
         print(f"{a.out}: reused: {what}")
         return 0

@@ -114,7 +114,7 @@ static int count_temp_files(const char *dir)
 
 /* Temporaries with a name while an atomic output is open: none with O_TMPFILE,
  * one with the named fallback (QKERN_ATOMIC_NAMED=1, a ctest variant). */
-static int named_temporaries(void)
+static inline int named_temporaries(void)
 {
     const char *e = getenv("QKERN_ATOMIC_NAMED");
     return e != NULL && strcmp(e, "1") == 0;

@@ -2,6 +2,7 @@
  * again; checking here as well turns a mistyped command line into a usage
  * error (exit 2) before any file is read. */
 #include "calib_args.h"
+#include "model_format.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -177,24 +178,5 @@ int cli_calib_check(const char *cmd, const qk_calib_options *opts)
 
 void cli_calib_describe(const qk_calib_options *opts, char *buf, size_t len)
 {
-    char a[32], b[32], c[32];
-    switch (opts->method) {
-    case QK_CALIB_PERCENTILE:
-        cli_format_double(a, opts->percentile);
-        snprintf(buf, len, "percentile:%s", a);
-        break;
-    case QK_CALIB_GRIDSEARCH:
-        if (opts->grid) {
-            snprintf(buf, len, "gridsearch:list(%zu)", opts->grid_len);
-        } else {
-            cli_format_double(a, opts->grid_start);
-            cli_format_double(b, opts->grid_stop);
-            cli_format_double(c, opts->grid_step);
-            snprintf(buf, len, "gridsearch:%s:%s:%s", a, b, c);
-        }
-        break;
-    default:
-        snprintf(buf, len, "minmax");
-        break;
-    }
+    qm_calib_describe(opts, buf, len); /* the words the model files record */
 }

@@ -1,15 +1,10 @@
 /* qkern quantize-model: quantize the weight tensors of a safetensors model
- * file, tensor by tensor, into integer codes plus per-block scales and zero
- * points, and write a new safetensors file that `qkern dequantize-model`
- * turns back into floats (the format: docs/model-format.md).
+ * (one file, or a sharded checkpoint), tensor by tensor, into integer codes
+ * plus per-block scales and zero points, and write a new model that `qkern
+ * dequantize-model` turns back into floats (the format: docs/model-format.md).
  *
- * Order of work: read and validate the whole input (the reader checks every
- * offset), decide the selection and every tensor's block layout (so a bad
- * option fails before any computing), check that the output can be created,
- * then quantize each selected tensor, holding only its codes, scales and zero
- * points; kept tensors are written straight from the input's mapping. The
- * output is written at the end through the safetensors writer (temporary +
- * rename), so nothing appears at OUT unless everything succeeded. */
+ * The work is the library's (qk_model_quantize, host/model/): this file parses
+ * the options and prints the report. */
 #include <inttypes.h>
 #include <math.h>
 #include <regex.h>
@@ -18,22 +13,18 @@
 #include <string.h>
 
 #include "args.h"
-#include "big_alloc.h"
 #include "calib_args.h"
 #include "cli.h"
-#include "messages.h"
 #include "common_opts.h"
-#include "input.h"
 #include "json_out.h"
+#include "model_cli.h"
 #include "model_format.h"
+#include "messages.h"
 #include "model_io.h"
 #include "outputs.h"
 #include "options.h"
-#include "prefetch.h"
-#include "progress.h"
 #include "qkern.h"
 #include "report.h"
-#include "safetensors.h"
 
 #define CMD "quantize-model"
 #define MAX_PATTERNS 64
@@ -43,6 +34,7 @@
 void cmd_quantize_model_usage(void)
 {
     fputs("Usage: qkern quantize-model MODEL.safetensors -o OUT.safetensors [OPTIONS]\n"
+          "       qkern quantize-model MODEL.safetensors.index.json|MODEL_DIR -o OUT_DIR [OPTIONS]\n"
           "\n"
           "Quantize the weights of a safetensors model. Every selected float tensor NAME\n"
           "(F32, F64, F16, BF16) is replaced by its codes under NAME (uint8/int8 up to 8\n"
@@ -67,14 +59,21 @@ void cmd_quantize_model_usage(void)
           "own scale (G in 32..4096); a selected tensor whose last dimension G does not\n"
           "divide is an error that names it (exclude it, or pick another G).\n"
           "\n"
-          "The output is written to a temporary file beside OUT (.OUT.tmp.XXXXXX) and\n"
-          "renamed into place, so a failure never leaves a partial OUT and an existing OUT\n"
-          "stays untouched. Interrupts (Ctrl-C, SIGTERM) that arrive while the file is\n"
-          "being written take effect once it is complete.\n"
+          "Sharded checkpoints: give the index (*.safetensors.index.json) or its directory;\n"
+          "OUT_DIR gets the shards (same names and tensors per shard, or --max-shard-size),\n"
+          "a new index whose weight_map lists the .qscale/.qzero tensors too, and a byte-\n"
+          "for-byte copy of every other file of the input directory (config.json,\n"
+          "tokenizer files ...; hidden files are skipped). OUT_DIR must not exist or be\n"
+          "empty.\n"
           "\n"
-          "While one tensor is quantized, a second thread reads the next ones from disk\n"
-          "(at most 2 tensors or 1 GiB ahead); QKERN_PREFETCH=0 in the environment turns\n"
-          "that off.\n"
+          "Every tensor is streamed: the output's header is written first, then each piece\n"
+          "of codes at its place as soon as it is computed, so memory stays near\n"
+          "--memory-limit whatever the model's size. The output is written under a\n"
+          "temporary name beside OUT (.OUT.tmp.XXXXXX) and renamed into place, so a failure\n"
+          "never leaves a partial OUT and an existing OUT file stays untouched. Interrupts\n"
+          "(Ctrl-C, SIGTERM) stop the run and remove everything it wrote, or take effect\n"
+          "once the output is complete. The input is read ahead with posix_fadvise;\n"
+          "QKERN_PREFETCH=0 in the environment turns that off.\n"
           "\n"
           "Options:\n"
           "  -o, --output OUT       where to write the quantized model (required)\n"
@@ -92,14 +91,15 @@ void cmd_quantize_model_usage(void)
           "  --include-zero         widen each asymmetric range to contain 0\n"
           "  --ignore-nonfinite     skip NaN/Inf when calibrating instead of failing\n"
           "  --pack4                store 4-bit codes two per byte (needs --bits <= 4)\n"
-          "  --backend B            auto|cpu|opencl|cuda (default auto)\n"
+          MODEL_CLI_HELP
           "  --json                 print one JSON object: {\"backend\",\"input\",\"output\",\n"
           "                         \"bits\",\"scheme\",\"granularity\",\"calib\",\"objective\",\n"
           "                         \"selection\",\"tensors\":[{\"name\",\"shape\",\"dtype\",\n"
           "                         \"quantized\",\"blocks\",\"percentile_min\",\n"
           "                         \"percentile_median\",\"percentile_max\",\"mse\",\"sqnr_db\",\n"
-          "                         \"clipped\",...}],\"totals\":{...}} (SQNR of a lossless\n"
-          "                         tensor: null)\n"
+          "                         \"clipped\",...}],\"totals\":{...},\"memory_limit\",\"jobs\",\n"
+          "                         \"peak_rss\"} (SQNR of a lossless tensor: null;\n"
+          "                         peak_rss: the process's VmHWM in bytes)\n"
           "  -h, --help             show this help\n"
           "\n"
           "Report: per quantized tensor its blocks, the chosen percentile (min/median/max\n"
@@ -126,6 +126,7 @@ typedef struct qm_args {
     patterns include, exclude;
     int pack4, json;
     qk_backend_kind backend;
+    model_cli_args model;
 } qm_args;
 
 static void free_patterns(patterns *p)
@@ -147,14 +148,6 @@ static int add_pattern(patterns *p, const char *opt, const char *value)
         return cli_usage_error(CMD, "invalid %s pattern '%s': %s", opt, value, why);
     }
     p->src[p->n++] = value;
-    return 0;
-}
-
-static int matches(const patterns *p, const char *name)
-{
-    for (size_t i = 0; i < p->n; i++)
-        if (regexec(&p->re[i], name, 0, NULL, 0) == 0)
-            return 1;
     return 0;
 }
 
@@ -200,7 +193,7 @@ static int parse(int argc, char **argv, qm_args *a)
         CLI_OPT_IGNORE_NONFINITE, CLI_OPT_BACKEND,
         CLI_OPT_JSON,         {"--granularity", NULL, 1, OPT_GRANULARITY},
         {"--include", NULL, 1, OPT_INCLUDE}, {"--exclude", NULL, 1, OPT_EXCLUDE},
-        {"--pack4", NULL, 0, OPT_PACK4},
+        {"--pack4", NULL, 0, OPT_PACK4}, CLI_OPT_MEMORY_LIMIT, CLI_OPT_JOBS, CLI_OPT_MAX_SHARD_SIZE,
     };
     cli_parser p;
     cli_parser_init(&p, CMD, argc, argv, opts, CLI_N_OPTS(opts));
@@ -208,6 +201,11 @@ static int parse(int argc, char **argv, qm_args *a)
     int rc;
     const cli_common_args common_args = {CMD, cmd_quantize_model_usage, &a->input, &a->output, &a->backend, &a->json};
     for (int id; (id = cli_next(&p, &value)) != CLI_ARG_END;) {
+        if ((rc = model_cli_option(CMD, id, value, &a->model)) != 1) {
+            if (rc)
+                return rc;
+            continue;
+        }
         int common = cli_common_option(&common_args, id, value);
         if (common == CLI_COMMON_HANDLED)
             continue;
@@ -251,43 +249,13 @@ static int parse(int argc, char **argv, qm_args *a)
     return cli_calib_check(CMD, &a->calib);
 }
 
-/* ---- the plan: what happens to each tensor ------------------------------------ */
-
-typedef struct job {
-    const qk_st_tensor *t;
-    int quantize;
-    const char *reason;       /* why a tensor is kept */
-    qm_entry e;               /* the format entry (name and calib borrowed) */
-    char granularity[32];
-    /* outputs, held until the file is written */
-    void *codes;
-    size_t codes_bytes;
-    float *scales;
-    int32_t *zeros;
-    int64_t packed_shape[1], blocks_shape[1];
-    /* report */
-    double p_min, p_median, p_max;
-    double mse, sse, sumsq;
-    int64_t clipped, counted;
-} job;
-
 typedef struct run {
     const qm_args *a;
-    qk_st_file *f;
-    qk_context *ctx;
-    job *jobs;
-    size_t n_jobs;
-    prefetcher *pf;           /* reads the next tensors while one is quantized; may be NULL */
-    cli_progress prog;
+    qk_model_report rep;
     char calib_text[128];
     char gran_text[32];
     char rule[1024];
 } run;
-
-static int is_float(qk_dtype d)
-{
-    return d == QK_F32 || d == QK_F64 || d == QK_F16 || d == QK_BF16;
-}
 
 static void describe_rule(run *r)
 {
@@ -301,292 +269,6 @@ static void describe_rule(run *r)
                                  a->exclude.src[i]);
 }
 
-static char *concat(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    char *s = malloc(la + lb + 1);
-    if (s) {
-        memcpy(s, a, la);
-        memcpy(s + la, b, lb + 1);
-    }
-    return s;
-}
-
-/* Decide every tensor's fate and layout; every failure here is before any work. */
-static int plan(run *r)
-{
-    const qm_args *a = r->a;
-    int rc = cli_check_includes(CMD, a->include.re, a->include.src, a->include.n, r->f);
-    if (rc)
-        return rc;
-    r->n_jobs = qk_st_count(r->f);
-    r->jobs = calloc(r->n_jobs ? r->n_jobs : 1, sizeof *r->jobs);
-    if (!r->jobs)
-        return cli_status_error(QK_ERR_NO_MEMORY, "", "planning %s", a->input);
-    for (size_t i = 0; i < r->n_jobs; i++) {
-        job *j = &r->jobs[i];
-        const qk_st_tensor *t = j->t = qk_st_get(r->f, i);
-        if (!is_float(t->dtype)) {
-            j->reason = "not a float tensor";
-            continue;
-        }
-        int sel = t->ndim >= 2;
-        j->reason = "fewer than 2 dimensions";
-        if (matches(&a->include, t->name))
-            sel = 1;
-        if (sel && matches(&a->exclude, t->name)) {
-            sel = 0;
-            j->reason = "excluded by --exclude";
-        }
-        if (sel && t->n == 0) {
-            sel = 0;
-            j->reason = "empty";
-        }
-        if (!sel)
-            continue;
-
-        j->quantize = 1;
-        j->reason = NULL;
-        qm_entry *e = &j->e;
-        e->name = (char *)t->name;
-        e->dtype = t->dtype;
-        e->ndim = t->ndim;
-        memcpy(e->shape, t->shape, (size_t)t->ndim * sizeof *t->shape);
-        e->n = t->n;
-        e->scheme = a->calib.scheme;
-        e->bits = a->calib.bits;
-        e->narrow_range = a->calib.narrow_range;
-        e->packed = a->pack4;
-        e->calib = r->calib_text;
-        e->granularity = a->granularity;
-        if (a->granularity == QK_PER_CHANNEL && t->ndim < 2) {
-            e->granularity = QK_PER_TENSOR; /* a scale per element would store more than it saves */
-        } else if (a->granularity == QK_PER_CHANNEL) {
-            int axis = a->axis < 0 ? a->axis + t->ndim : a->axis;
-            if (axis < 0 || axis >= t->ndim)
-                return cli_status_error(QK_ERR_INVALID_ARG, "", "tensor '%s' (%d-D) has no axis %d for --granularity channel:%d",
-                                        t->name, t->ndim, a->axis, a->axis);
-            e->axis = axis;
-        } else if (a->granularity == QK_PER_GROUP) {
-            int64_t last = t->ndim ? t->shape[t->ndim - 1] : 0;
-            if (t->ndim == 0 || last % a->group != 0) {
-                char shape[160];
-                model_format_shape(t->ndim, t->shape, shape, sizeof shape);
-                return cli_status_error(QK_ERR_INVALID_ARG, "exclude it with --exclude or choose a G that divides it",
-                                        "tensor '%s' %s: group size %" PRId64 " does not divide its last dimension",
-                                        t->name, shape, a->group);
-            }
-            e->group_size = a->group;
-        }
-        qk_layout layout;
-        qm_entry_layout(e, &layout);
-        if (qk_layout_blocks(&layout, &e->blocks) != QK_OK)
-            return cli_status_error(QK_ERR_INVALID_ARG, "", "tensor '%s': invalid block layout", t->name);
-        qm_granularity_describe(e->granularity, e->axis, e->group_size, j->granularity, sizeof j->granularity);
-        e->scale_name = concat(t->name, QM_SCALE_SUFFIX);
-        e->zero_name = concat(t->name, QM_ZERO_SUFFIX);
-        if (!e->scale_name || !e->zero_name)
-            return cli_status_error(QK_ERR_NO_MEMORY, "", "planning %s", a->input);
-        const char *clash = qk_st_find(r->f, e->scale_name, NULL) ? e->scale_name
-                            : qk_st_find(r->f, e->zero_name, NULL) ? e->zero_name : NULL;
-        if (clash)
-            return cli_status_error(QK_ERR_INVALID_ARG, "exclude it with --exclude",
-                                    "cannot quantize tensor '%s': the file already has a tensor '%s'", t->name, clash);
-    }
-    return 0;
-}
-
-static void free_jobs(run *r)
-{
-    for (size_t i = 0; r->jobs && i < r->n_jobs; i++) {
-        job *j = &r->jobs[i];
-        qk_big_free(j->codes, j->codes_bytes);
-        free(j->scales);
-        free(j->zeros);
-        free(j->e.scale_name);
-        free(j->e.zero_name);
-    }
-    free(r->jobs);
-    r->jobs = NULL;
-}
-
-/* ---- quantizing one tensor ----------------------------------------------------- */
-
-static int cmp_double(const void *x, const void *y)
-{
-    double a = *(const double *)x, b = *(const double *)y;
-    return a < b ? -1 : a > b;
-}
-
-/* min, median (numpy's: the mean of the middle two for an even count), max. */
-static int percentile_stats(const qk_block_calib_result *res, job *j)
-{
-    double *p = malloc((size_t)res->count * sizeof *p);
-    if (!p)
-        return -1;
-    for (int64_t b = 0; b < res->count; b++)
-        p[b] = res->chosen[b].percentile;
-    qsort(p, (size_t)res->count, sizeof *p, cmp_double);
-    size_t n = (size_t)res->count;
-    j->p_min = p[0];
-    j->p_max = p[n - 1];
-    j->p_median = n % 2 ? p[n / 2] : p[n / 2 - 1] + (p[n / 2] - p[n / 2 - 1]) / 2.0;
-    free(p);
-    return 0;
-}
-
-static int lib_fail(run *r, qk_status st, const char *what, const char *name)
-{
-    cli_progress_clear(&r->prog);
-    return cli_lib_error(r->ctx, st, "%s tensor '%s' of %s", what, name, r->a->input);
-}
-
-static int quantize_one(run *r, job *j)
-{
-    const qk_st_tensor *t = j->t;
-    char err[512] = "";
-    const void *data = NULL;
-    void *copy = NULL;
-    qk_status st = qk_st_tensor_aligned(t, &data, &copy, err, sizeof err);
-    if (st != QK_OK) {
-        cli_progress_clear(&r->prog);
-        return cli_status_error(st, err, "reading tensor '%s' of %s", t->name, r->a->input);
-    }
-    j->sumsq = model_sum_squares(t->dtype, data, t->n);
-
-    int rc = 0;
-    qk_tensor x = qk_tensor_host(t->dtype, data, t->n);
-    qk_layout layout;
-    qm_entry_layout(&j->e, &layout);
-    qk_block_calib_result res;
-    memset(&res, 0, sizeof res);
-    void *codes = NULL;
-    size_t codes_bytes = 0;
-    /* the code type follows from bits and scheme alone, so the codes can be
-     * written in the same pass as the calibration (the tensor crosses to a GPU once) */
-    const qk_calib_options *o = &r->a->calib;
-    qk_qparams kind;
-    memset(&kind, 0, sizeof kind);
-    kind.bits = o->bits;
-    kind.scheme = o->scheme;
-    if ((st = qk_code_dtype(&kind, &j->e.codes_dtype)) != QK_OK) {
-        rc = lib_fail(r, st, "code type of", t->name);
-        goto done;
-    }
-    codes_bytes = (size_t)t->n * qk_dtype_size(j->e.codes_dtype);
-    if (!(codes = qk_big_alloc(codes_bytes))) {
-        cli_progress_clear(&r->prog);
-        rc = cli_status_error(QK_ERR_NO_MEMORY, "", "allocating %zu bytes of codes for tensor '%s'", codes_bytes,
-                              t->name);
-        goto done;
-    }
-    qk_tensor ct = qk_tensor_host(j->e.codes_dtype, codes, t->n);
-    if ((st = qk_calibrate_quantize_blocks(r->ctx, &x, &layout, o, &res, &ct)) != QK_OK) {
-        rc = lib_fail(r, st, "calibrating and quantizing", t->name);
-        goto done;
-    }
-    if (j->e.packed) {
-        size_t packed_bytes = ((size_t)t->n + 1) / 2;
-        uint8_t *packed = qk_big_alloc(packed_bytes);
-        if (!packed) {
-            cli_progress_clear(&r->prog);
-            rc = cli_status_error(QK_ERR_NO_MEMORY, "", "allocating packed codes for tensor '%s'", t->name);
-            goto done;
-        }
-        if ((st = qk_pack_int4(r->ctx, &ct, packed)) != QK_OK) {
-            qk_big_free(packed, packed_bytes);
-            rc = lib_fail(r, st, "packing the codes of", t->name);
-            goto done;
-        }
-        qk_big_free(codes, codes_bytes);
-        codes = packed;
-        codes_bytes = packed_bytes;
-        j->packed_shape[0] = (int64_t)packed_bytes;
-    }
-    j->scales = malloc((size_t)res.count * sizeof *j->scales);
-    j->zeros = malloc((size_t)res.count * sizeof *j->zeros);
-    if (!j->scales || !j->zeros || percentile_stats(&res, j) != 0) {
-        cli_progress_clear(&r->prog);
-        rc = cli_status_error(QK_ERR_NO_MEMORY, "", "parameters of tensor '%s'", t->name);
-        goto done;
-    }
-    j->clipped = 0;
-    for (int64_t b = 0; b < res.count; b++) {
-        j->scales[b] = res.params[b].scale;
-        j->zeros[b] = res.params[b].zero_point;
-        j->clipped += res.chosen[b].clipped;
-    }
-    j->blocks_shape[0] = res.count;
-    j->counted = res.n;
-    j->mse = res.mse;
-    j->sse = res.mse * (double)res.n;
-    j->codes = codes;
-    j->codes_bytes = codes_bytes;
-    codes = NULL;
-done:
-    qk_big_free(codes, codes_bytes);
-    qk_block_calib_result_release(&res);
-    if (copy)
-        qk_st_free_copy(copy, t->nbytes);
-    return rc;
-}
-
-/* ---- writing ----------------------------------------------------------------------- */
-
-static int write_output(run *r, uint64_t *bytes_out)
-{
-    const qm_args *a = r->a;
-    model_out out;
-    memset(&out, 0, sizeof out);
-    size_t n_entries = 0;
-    for (size_t i = 0; i < r->n_jobs; i++)
-        n_entries += r->jobs[i].quantize;
-    qm_entry *entries = calloc(n_entries ? n_entries : 1, sizeof *entries);
-    size_t n_meta = qk_st_metadata_count(r->f);
-    const char **keys = calloc(n_meta + 1, sizeof *keys), **values = calloc(n_meta + 1, sizeof *values);
-    char *meta = NULL;
-    int rc = 0, oom = !entries || !keys || !values;
-
-    size_t k = 0;
-    for (size_t i = 0; !oom && i < r->n_jobs; i++) {
-        job *j = &r->jobs[i];
-        const qk_st_tensor *t = j->t;
-        if (!j->quantize) {
-            oom = model_out_add(&out, t->name, t->st_dtype, t->ndim, t->shape, t->data) != 0;
-            continue;
-        }
-        entries[k++] = j->e;
-        oom = (j->e.packed ? model_out_add(&out, t->name, "U8", 1, j->packed_shape, j->codes)
-                           : model_out_add(&out, t->name, qk_st_dtype_string(j->e.codes_dtype), t->ndim, t->shape,
-                                           j->codes)) != 0 ||
-              model_out_add(&out, j->e.scale_name, "F32", 1, j->blocks_shape, j->scales) != 0 ||
-              model_out_add(&out, j->e.zero_name, "I32", 1, j->blocks_shape, j->zeros) != 0;
-    }
-    for (size_t i = 0; !oom && i < n_meta; i++)
-        qk_st_metadata_at(r->f, i, &keys[i], &values[i]);
-    if (!oom) {
-        meta = qm_format_build(entries, n_entries, cli_objective_name(a->calib.objective));
-        oom = meta == NULL;
-        keys[n_meta] = QM_METADATA_KEY;
-        values[n_meta] = meta;
-    }
-    if (oom) {
-        rc = cli_status_error(QK_ERR_NO_MEMORY, "", "preparing %s", a->output);
-    } else {
-        char note[300];
-        snprintf(note, sizeof note, "writing %.200s ...", a->output);
-        cli_progress_note(&r->prog, note);
-        rc = model_write(a->output, &out, keys, values, n_meta + 1, bytes_out);
-        cli_progress_clear(&r->prog);
-    }
-    free(meta);
-    free(keys);
-    free(values);
-    free(entries);
-    model_out_free(&out);
-    return rc;
-}
-
 /* ---- report -------------------------------------------------------------------------- */
 
 static double sqnr_db(double sumsq, double sse)
@@ -594,27 +276,27 @@ static double sqnr_db(double sumsq, double sse)
     return sse > 0.0 ? 10.0 * log10(sumsq / sse) : INFINITY;
 }
 
-static void json_shape(cli_json *js, cJSON *parent, const qk_st_tensor *t)
-{
-    cJSON *s = cli_json_array(js, parent, "shape");
-    for (int d = 0; d < t->ndim; d++)
-        cli_json_int(js, s, NULL, t->shape[d]);
-}
-
 typedef struct totals {
     size_t quantized, kept;
     int64_t elements, clipped;
     double sse, sumsq;
-    uint64_t bytes_in, bytes_out;
 } totals;
+
+static void json_run(cli_json *js, const qk_model_report *rep)
+{
+    cli_json_uint(js, js->root, "memory_limit", rep->memory_limit);
+    cli_json_int(js, js->root, "jobs", rep->jobs);
+    cli_json_uint(js, js->root, "peak_rss", rep->peak_rss);
+}
 
 static int report_json(const run *r, const totals *tot)
 {
     const qm_args *a = r->a;
+    const qk_model_report *rep = &r->rep;
     cli_json js;
     cli_json_init(&js);
     cJSON *root = js.root;
-    cli_json_string(&js, root, "backend", qk_backend_name(qk_context_backend(r->ctx)));
+    cli_json_string(&js, root, "backend", qk_backend_name(rep->backend));
     cli_json_string(&js, root, "input", a->input);
     cli_json_string(&js, root, "output", a->output);
     cli_json_int(&js, root, "bits", a->calib.bits);
@@ -634,45 +316,53 @@ static int report_json(const run *r, const totals *tot)
         cli_json_string(&js, exc, NULL, a->exclude.src[i]);
 
     cJSON *arr = cli_json_array(&js, root, "tensors");
-    for (size_t i = 0; i < r->n_jobs; i++) {
-        const job *j = &r->jobs[i];
+    for (size_t i = 0; i < rep->n_tensors; i++) {
+        const qk_model_tensor_report *t = &rep->tensors[i];
         cJSON *o = cli_json_object(&js, arr, NULL);
-        cli_json_string(&js, o, "name", j->t->name);
-        json_shape(&js, o, j->t);
-        cli_json_string(&js, o, "dtype", j->t->st_dtype);
-        cli_json_bool(&js, o, "quantized", j->quantize);
-        if (!j->quantize) {
-            cli_json_string(&js, o, "reason", j->reason);
+        cli_json_string(&js, o, "name", t->name);
+        cJSON *shape = cli_json_array(&js, o, "shape");
+        for (int d = 0; d < t->ndim; d++)
+            cli_json_int(&js, shape, NULL, t->shape[d]);
+        cli_json_string(&js, o, "dtype", t->st_dtype);
+        cli_json_bool(&js, o, "quantized", t->converted);
+        if (!t->converted) {
+            cli_json_string(&js, o, "reason", t->reason);
             static const char *const nulls[] = {"granularity", "method", "blocks", "percentile_min",
                                                 "percentile_median", "percentile_max", "mse", "sqnr_db", "clipped"};
             for (size_t k = 0; k < sizeof nulls / sizeof nulls[0]; k++)
                 cli_json_null(&js, o, nulls[k]);
             continue;
         }
-        cli_json_string(&js, o, "granularity", j->granularity);
+        char gran[32];
+        qm_granularity_describe(t->granularity, t->axis, t->group_size, gran, sizeof gran);
+        cli_json_string(&js, o, "granularity", gran);
         cli_json_string(&js, o, "method", r->calib_text);
-        cli_json_int(&js, o, "blocks", j->e.blocks);
-        cli_json_double(&js, o, "percentile_min", j->p_min);
-        cli_json_double(&js, o, "percentile_median", j->p_median);
-        cli_json_double(&js, o, "percentile_max", j->p_max);
-        cli_json_double(&js, o, "mse", j->mse);
-        cli_json_double(&js, o, "sqnr_db", sqnr_db(j->sumsq, j->sse)); /* lossless: null */
-        cli_json_int(&js, o, "clipped", j->clipped);
-        cli_json_int(&js, o, "elements", j->counted);
-        cli_json_string(&js, o, "codes_dtype", j->e.packed ? "U8" : qk_st_dtype_string(j->e.codes_dtype));
-        cli_json_bool(&js, o, "packed", j->e.packed);
-        cli_json_double(&js, o, "sum_squares", j->sumsq);
+        cli_json_int(&js, o, "blocks", t->blocks);
+        cli_json_double(&js, o, "percentile_min", t->p_min);
+        cli_json_double(&js, o, "percentile_median", t->p_median);
+        cli_json_double(&js, o, "percentile_max", t->p_max);
+        cli_json_double(&js, o, "mse", t->mse);
+        cli_json_double(&js, o, "sqnr_db", sqnr_db(t->sum_squares, t->sse)); /* lossless: null */
+        cli_json_int(&js, o, "clipped", t->clipped);
+        cli_json_int(&js, o, "elements", t->elements);
+        cli_json_string(&js, o, "codes_dtype", t->packed ? "U8" : qk_st_dtype_string(t->codes_dtype));
+        cli_json_bool(&js, o, "packed", t->packed);
+        cli_json_double(&js, o, "sum_squares", t->sum_squares);
     }
-    cJSON *t = cli_json_object(&js, root, "totals");
-    cli_json_uint(&js, t, "tensors", r->n_jobs);
-    cli_json_uint(&js, t, "tensors_quantized", tot->quantized);
-    cli_json_uint(&js, t, "tensors_kept", tot->kept);
-    cli_json_int(&js, t, "elements_quantized", tot->elements);
-    cli_json_uint(&js, t, "bytes_in", tot->bytes_in);
-    cli_json_uint(&js, t, "bytes_out", tot->bytes_out);
-    cli_json_double(&js, t, "mse", tot->elements ? tot->sse / (double)tot->elements : NAN);
-    cli_json_double(&js, t, "sqnr_db", tot->elements ? sqnr_db(tot->sumsq, tot->sse) : NAN); /* inf, none: null */
-    cli_json_int(&js, t, "clipped", tot->clipped);
+    cJSON *tj = cli_json_object(&js, root, "totals");
+    cli_json_uint(&js, tj, "tensors", rep->n_tensors);
+    cli_json_uint(&js, tj, "tensors_quantized", tot->quantized);
+    cli_json_uint(&js, tj, "tensors_kept", tot->kept);
+    cli_json_int(&js, tj, "elements_quantized", tot->elements);
+    cli_json_uint(&js, tj, "bytes_in", rep->bytes_in);
+    cli_json_uint(&js, tj, "bytes_out", rep->bytes_out);
+    cli_json_double(&js, tj, "mse", tot->elements ? tot->sse / (double)tot->elements : NAN);
+    cli_json_double(&js, tj, "sqnr_db", tot->elements ? sqnr_db(tot->sumsq, tot->sse) : NAN); /* inf, none: null */
+    cli_json_int(&js, tj, "clipped", tot->clipped);
+    cli_json_uint(&js, tj, "shards_in", rep->shards_in);
+    cli_json_uint(&js, tj, "shards_out", rep->shards_out);
+    cli_json_uint(&js, tj, "files_copied", rep->files_copied);
+    json_run(&js, rep);
     int rc = cli_json_emit(&js);
     cli_json_free(&js);
     return rc;
@@ -689,8 +379,9 @@ static void format_sqnr(char *buf, size_t len, double db)
 static void report_text(const run *r, const totals *tot)
 {
     const qm_args *a = r->a;
-    printf("%s -> %s: %zu of %zu tensors quantized, backend %s\n", a->input, a->output, tot->quantized, r->n_jobs,
-           qk_backend_name(qk_context_backend(r->ctx)));
+    const qk_model_report *rep = &r->rep;
+    printf("%s -> %s: %zu of %zu tensors quantized, backend %s\n", a->input, a->output, tot->quantized, rep->n_tensors,
+           qk_backend_name(rep->backend));
     printf("  %d-bit %s%s%s, granularity %s, calib %s%s%s\n", a->calib.bits, cli_scheme_name(a->calib.scheme),
            a->calib.narrow_range ? " narrow-range" : "", a->calib.include_zero ? " include-zero" : "", r->gran_text,
            r->calib_text, a->pack4 ? ", 4-bit codes packed" : "",
@@ -701,23 +392,24 @@ static void report_text(const run *r, const totals *tot)
     printf("  selection: %s\n", r->rule);
     if (tot->quantized) {
         size_t w = 4;
-        for (size_t i = 0; i < r->n_jobs; i++)
-            if (r->jobs[i].quantize && strlen(r->jobs[i].t->name) > w)
-                w = strlen(r->jobs[i].t->name);
+        for (size_t i = 0; i < rep->n_tensors; i++)
+            if (rep->tensors[i].converted && strlen(rep->tensors[i].name) > w)
+                w = strlen(rep->tensors[i].name);
         if (w > 60)
             w = 60;
         printf("\n  %-*s %-14s %-5s %-11s %7s %22s %12s %8s %9s\n", (int)w, "name", "shape", "dtype", "granularity",
                "blocks", "percentile min/med/max", "mse", "sqnr_db", "clipped");
-        for (size_t i = 0; i < r->n_jobs; i++) {
-            const job *j = &r->jobs[i];
-            if (!j->quantize)
+        for (size_t i = 0; i < rep->n_tensors; i++) {
+            const qk_model_tensor_report *t = &rep->tensors[i];
+            if (!t->converted)
                 continue;
-            char shape[64], pct[64], sq[16];
-            model_format_shape(j->t->ndim, j->t->shape, shape, sizeof shape);
-            snprintf(pct, sizeof pct, "%g/%g/%g", j->p_min, j->p_median, j->p_max);
-            format_sqnr(sq, sizeof sq, sqnr_db(j->sumsq, j->sse));
-            printf("  %-*s %-14s %-5s %-11s %7" PRId64 " %22s %12.5g %8s %9" PRId64 "\n", (int)w, j->t->name, shape,
-                   j->t->st_dtype, j->granularity, j->e.blocks, pct, j->mse, sq, j->clipped);
+            char shape[64], pct[64], sq[16], gran[32];
+            model_format_shape(t->ndim, t->shape, shape, sizeof shape);
+            snprintf(pct, sizeof pct, "%g/%g/%g", t->p_min, t->p_median, t->p_max);
+            format_sqnr(sq, sizeof sq, sqnr_db(t->sum_squares, t->sse));
+            qm_granularity_describe(t->granularity, t->axis, t->group_size, gran, sizeof gran);
+            printf("  %-*s %-14s %-5s %-11s %7" PRId64 " %22s %12.5g %8s %9" PRId64 "\n", (int)w, t->name, shape,
+                   t->st_dtype, gran, t->blocks, pct, t->mse, sq, t->clipped);
         }
         printf("\n");
     }
@@ -728,8 +420,8 @@ static void report_text(const run *r, const totals *tot)
     const char *sep = " (";
     for (size_t k = 0; k < sizeof reasons / sizeof reasons[0]; k++) {
         size_t c = 0;
-        for (size_t i = 0; i < r->n_jobs; i++)
-            c += !r->jobs[i].quantize && strcmp(r->jobs[i].reason, reasons[k]) == 0;
+        for (size_t i = 0; i < rep->n_tensors; i++)
+            c += !rep->tensors[i].converted && strcmp(rep->tensors[i].reason, reasons[k]) == 0;
         if (c) {
             printf("%s%zu %s", sep, c, reasons[k]);
             sep = ", ";
@@ -744,82 +436,37 @@ static void report_text(const run *r, const totals *tot)
     else
         printf("  total: nothing quantized\n");
     char in[16], out[16];
-    cli_format_size(tot->bytes_in, in, sizeof in);
-    cli_format_size(tot->bytes_out, out, sizeof out);
+    cli_format_size(rep->bytes_in, in, sizeof in);
+    cli_format_size(rep->bytes_out, out, sizeof out);
     printf("  size: %s -> %s (%.1f%%)\n", in, out,
-           tot->bytes_in ? 100.0 * (double)tot->bytes_out / (double)tot->bytes_in : 0.0);
+           rep->bytes_in ? 100.0 * (double)rep->bytes_out / (double)rep->bytes_in : 0.0);
+    if (rep->shards_out > 1 || rep->files_copied)
+        printf("  shards: %zu -> %zu, %zu other file%s copied\n", rep->shards_in, rep->shards_out, rep->files_copied,
+               rep->files_copied == 1 ? "" : "s");
+}
+
+/* Tensors an --include pattern asked for that are not floating point: said,
+ * so that a pattern that only matches integer tensors is not silently void. */
+static void list_skipped_includes(const patterns *inc, const qk_model_report *rep)
+{
+    for (size_t p = 0; p < inc->n; p++) {
+        size_t skipped = 0;
+        for (size_t i = 0; i < rep->n_tensors; i++) {
+            const qk_model_tensor_report *t = &rep->tensors[i];
+            if (t->converted || t->reason == NULL || strcmp(t->reason, "not a float tensor") != 0 ||
+                regexec(&inc->re[p], t->name, 0, NULL, 0) != 0)
+                continue;
+            if (skipped++ == 0)
+                fprintf(stderr, "qkern %s: --include /%s/ matches tensors that are not floating point; skipped:", CMD,
+                        inc->src[p]);
+            fprintf(stderr, " %s (%s)", t->name, t->st_dtype);
+        }
+        if (skipped)
+            fputc('\n', stderr);
+    }
 }
 
 /* ---- the command ------------------------------------------------------------------------ */
-
-/* Every tensor, kept ones too (the writer copies them from the mapping), in
- * the order the loop visits them: file order. */
-static prefetcher *start_prefetch(const run *r)
-{
-    prefetch_range *ranges = malloc((r->n_jobs ? r->n_jobs : 1) * sizeof *ranges);
-    if (!ranges)
-        return NULL; /* no read-ahead, no harm */
-    for (size_t i = 0; i < r->n_jobs; i++)
-        ranges[i] = (prefetch_range){r->jobs[i].t->data, r->jobs[i].t->nbytes};
-    prefetcher *p = prefetch_start(ranges, r->n_jobs);
-    free(ranges);
-    return p;
-}
-
-static int run_model(run *r)
-{
-    const qm_args *a = r->a;
-    char err[512] = "";
-    qk_status st = qk_st_open(a->input, &r->f, err, sizeof err);
-    if (st != QK_OK)
-        return cli_status_error(st, err, "reading %s", a->input);
-    if (qk_st_metadata_get(r->f, QM_METADATA_KEY))
-        return cli_status_error(QK_ERR_INVALID_ARG, "run qkern dequantize-model on it first",
-                                "%s already holds qkern-quantized tensors (metadata \"%s\")", a->input,
-                                QM_METADATA_KEY);
-    int rc = plan(r);
-    if (rc == 0)
-        rc = model_probe_output(a->output);
-    if (rc == 0)
-        rc = cli_context_open(a->backend, &r->ctx);
-    if (rc)
-        return rc;
-
-    uint64_t total_bytes = 0, done_bytes = 0;
-    for (size_t i = 0; i < r->n_jobs; i++)
-        total_bytes += r->jobs[i].t->nbytes;
-    cli_progress_start(&r->prog, "tensors", r->n_jobs, total_bytes);
-    cli_progress_update(&r->prog, 0, 0, 1);
-    totals tot;
-    memset(&tot, 0, sizeof tot);
-    r->pf = start_prefetch(r);
-    for (size_t i = 0; i < r->n_jobs; i++) {
-        job *j = &r->jobs[i];
-        prefetch_advance(r->pf, i);
-        if (j->quantize) {
-            if ((rc = quantize_one(r, j)) != 0)
-                return rc;
-            tot.quantized++;
-            tot.elements += j->counted;
-            tot.clipped += j->clipped;
-            tot.sse += j->sse;
-            tot.sumsq += j->sumsq;
-        } else {
-            tot.kept++;
-        }
-        done_bytes += j->t->nbytes;
-        cli_progress_update(&r->prog, i + 1, done_bytes, i + 1 == r->n_jobs);
-    }
-    prefetch_stop(r->pf); /* done: it has nothing left to read ahead of */
-    r->pf = NULL;
-    if ((rc = write_output(r, &tot.bytes_out)) != 0)
-        return rc;
-    tot.bytes_in = model_file_size(a->input);
-    if (a->json)
-        return report_json(r, &tot);
-    report_text(r, &tot);
-    return CLI_EXIT_OK;
-}
 
 int cmd_quantize_model(int argc, char **argv)
 {
@@ -831,7 +478,7 @@ int cmd_quantize_model(int argc, char **argv)
     a.axis = 0;
     int rc = parse(argc, argv, &a);
     if (rc == 0)
-        rc = cli_check_output(CMD, &a.output, &a.input, 1);
+        rc = model_cli_check_output(CMD, &a.output, a.input, a.model.max_shard_size);
     if (rc == 0) {
         run r;
         memset(&r, 0, sizeof r);
@@ -839,13 +486,42 @@ int cmd_quantize_model(int argc, char **argv)
         cli_calib_describe(&a.calib, r.calib_text, sizeof r.calib_text);
         qm_granularity_describe(a.granularity, a.axis, a.group, r.gran_text, sizeof r.gran_text);
         describe_rule(&r);
-        rc = run_model(&r);
-        prefetch_stop(r.pf); /* still running when a tensor failed */
-        cli_progress_clear(&r.prog);
-        free_jobs(&r);
-        if (r.ctx)
-            qk_context_destroy(r.ctx);
-        qk_st_close(r.f);
+        qk_model_options o;
+        qk_model_options_default(&o);
+        model_cli_apply(&a.model, &o);
+        o.calib = a.calib;
+        o.granularity = a.granularity;
+        o.axis = a.axis;
+        o.group_size = a.group;
+        o.pack4 = a.pack4;
+        o.include = a.include.src;
+        o.n_include = a.include.n;
+        o.exclude = a.exclude.src;
+        o.n_exclude = a.exclude.n;
+        rc = model_cli_run(qk_model_quantize, a.input, a.output, &o, &r.rep);
+        if (rc == 0)
+            list_skipped_includes(&a.include, &r.rep);
+        if (rc == 0) {
+            totals tot;
+            memset(&tot, 0, sizeof tot);
+            for (size_t i = 0; i < r.rep.n_tensors; i++) {
+                const qk_model_tensor_report *t = &r.rep.tensors[i];
+                if (!t->converted) {
+                    tot.kept++;
+                    continue;
+                }
+                tot.quantized++;
+                tot.elements += t->elements;
+                tot.clipped += t->clipped;
+                tot.sse += t->sse;
+                tot.sumsq += t->sum_squares;
+            }
+            if (a.json)
+                rc = report_json(&r, &tot);
+            else
+                report_text(&r, &tot);
+        }
+        qk_model_report_release(&r.rep);
     }
     free_patterns(&a.include);
     free_patterns(&a.exclude);

@@ -13,6 +13,13 @@
 
 #define GRACE_MS 300 /* for the main thread to unwind by itself (free, close) */
 
+static atomic_int grace_ms = GRACE_MS;
+
+void cli_interrupt_grace_ms(int ms)
+{
+    atomic_store(&grace_ms, ms);
+}
+
 static const int handled[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 static atomic_int interrupted_by;
 static atomic_flag said = ATOMIC_FLAG_INIT;
@@ -40,7 +47,8 @@ static void *wait_signals(void *arg)
         if (qk_atomic_cancel_all() > 0)
             continue; /* the output is already in place: let the run finish */
         atomic_store(&interrupted_by, sig);
-        struct timespec ts = {0, GRACE_MS * 1000000L};
+        int ms = atomic_load(&grace_ms);
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
         while (nanosleep(&ts, &ts) != 0)
             ;
         break;

@@ -16,6 +16,11 @@
  * then keep their default action). */
 int cli_interrupt_init(void);
 
+/* How long the signal thread waits, after cancelling the outputs, for the run
+ * to unwind by itself before it ends the process (default 300 ms). A command
+ * whose library call cleans up on cancel (an output directory) sets it longer. */
+void cli_interrupt_grace_ms(int ms);
+
 /* 0, or the signal that interrupted the run. Safe from any thread. */
 int cli_interrupted(void);
 

@@ -22,37 +22,6 @@ void cli_format_size(uint64_t bytes, char *buf, size_t len)
     snprintf(buf, len, v < 9.995 ? "%.2f %s" : "%.1f %s", v, units[u]);
 }
 
-static int is_float(qk_dtype d)
-{
-    return d == QK_F32 || d == QK_F64 || d == QK_F16 || d == QK_BF16;
-}
-
-int cli_check_includes(const char *cmd, const regex_t *re, const char *const *src, size_t n, const qk_st_file *f)
-{
-    size_t count = qk_st_count(f);
-    for (size_t p = 0; p < n; p++) {
-        size_t matched = 0, skipped = 0;
-        for (size_t i = 0; i < count; i++) {
-            const qk_st_tensor *t = qk_st_get(f, i);
-            if (regexec(&re[p], t->name, 0, NULL, 0) != 0)
-                continue;
-            matched++;
-            if (!is_float(t->dtype)) {
-                if (skipped++ == 0)
-                    fprintf(stderr, "qkern %s: --include /%s/ matches tensors that are not floating point; skipped:",
-                            cmd, src[p]);
-                fprintf(stderr, " %s (%s)", t->name, t->st_dtype);
-            }
-        }
-        if (skipped)
-            fputc('\n', stderr);
-        if (matched == 0)
-            return cli_usage_error(cmd, "--include /%s/ matches no tensor of the input (%zu tensors)", src[p],
-                                   count);
-    }
-    return 0;
-}
-
 static int ignoring_nonfinite;
 
 void cli_set_ignoring_nonfinite(void)

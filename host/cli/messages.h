@@ -1,23 +1,15 @@
 /* Small message helpers shared by the commands: readable sizes, the checks
- * of quantize-model's --include patterns, and whether --ignore-nonfinite was
+ * and whether --ignore-nonfinite was
  * given (so its hint is not shown to someone who already passed it). */
 #ifndef QK_CLI_MESSAGES_H
 #define QK_CLI_MESSAGES_H
 
-#include <regex.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#include "safetensors.h"
 
 /* "512 B", "1.1 kB", "90.9 MB", "2.68 GB" (decimal units, 3 significant
  * digits at least). buf needs 16 bytes. */
 void cli_format_size(uint64_t bytes, char *buf, size_t len);
-
-/* Every --include pattern must match at least one tensor of f: otherwise a
- * usage error naming it (CLI_EXIT_USAGE). Matched tensors that are not
- * floating point are listed on stderr as skipped. 0 to go on. */
-int cli_check_includes(const char *cmd, const regex_t *re, const char *const *src, size_t n, const qk_st_file *f);
 
 /* Set by the option parsers when --ignore-nonfinite is given. */
 void cli_set_ignoring_nonfinite(void);

@@ -1323,3 +1323,63 @@ qk_status qk_st_writer_commit(qk_st_writer *w, char *err, size_t err_len)
     qk_st_writer_abort(w); /* after a commit only frees; otherwise also removes the temporary */
     return st;
 }
+
+/* ---- planned files ---------------------------------------------------------------------- */
+
+qk_status qk_st_plan_header(const qk_st_planned *t, size_t n, const char *const *keys, const char *const *values,
+                            size_t n_meta, unsigned char **out, size_t *out_len, char *err, size_t err_len)
+{
+    qk_io_error(err, err_len, "%s", "");
+    if (out == NULL || out_len == NULL || (n > 0 && t == NULL) || (n_meta > 0 && (keys == NULL || values == NULL))) {
+        qk_io_error(err, err_len, "qk_st_plan_header: NULL argument");
+        return QK_ERR_INVALID_ARG;
+    }
+    *out = NULL;
+    *out_len = 0;
+    qk_st_writer *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        qk_io_error(err, err_len, "out of memory planning a header");
+        return QK_ERR_NO_MEMORY;
+    }
+    w->file.fd = -1;
+    qk_status st = QK_OK;
+    /* The writer's checks without data: a non-NULL placeholder, never read. */
+    for (size_t i = 0; st == QK_OK && i < n; i++)
+        st = qk_st_writer_add_raw(w, t[i].name, t[i].st_dtype, t[i].ndim, t[i].shape, w, err, err_len);
+    for (size_t i = 0; st == QK_OK && i < n_meta; i++)
+        st = qk_st_writer_set_metadata(w, keys[i], values[i], err, err_len);
+    for (size_t i = 0; st == QK_OK && i < n; i++)
+        if (w->t[i].nbytes != t[i].nbytes) {
+            qk_io_error(err, err_len, "qk_st_plan_header: tensor '%s': %llu bytes planned, its shape holds %zu",
+                        t[i].name, (unsigned long long)t[i].nbytes, w->t[i].nbytes);
+            st = QK_ERR_INVALID_ARG;
+        }
+    char *text = st == QK_OK ? build_header(w) : NULL;
+    if (st == QK_OK && text == NULL) {
+        qk_io_error(err, err_len, "out of memory building a header");
+        st = QK_ERR_NO_MEMORY;
+    }
+    size_t len = text ? strlen(text) : 0;
+    size_t padded = (len + ST_ALIGN - 1) / ST_ALIGN * ST_ALIGN;
+    if (st == QK_OK && padded > QK_ST_MAX_HEADER) {
+        qk_io_error(err, err_len, "the header would be %zu bytes, over the %llu-byte limit readers accept", padded,
+                    (unsigned long long)QK_ST_MAX_HEADER);
+        st = QK_ERR_INVALID_ARG;
+    }
+    unsigned char *buf = st == QK_OK ? malloc(ST_PREFIX + padded) : NULL;
+    if (st == QK_OK && buf == NULL) {
+        qk_io_error(err, err_len, "out of memory building a header");
+        st = QK_ERR_NO_MEMORY;
+    }
+    if (st == QK_OK) {
+        for (int i = 0; i < ST_PREFIX; i++)
+            buf[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+        memcpy(buf + ST_PREFIX, text, len);
+        memset(buf + ST_PREFIX + len, ' ', padded - len);
+        *out = buf;
+        *out_len = ST_PREFIX + padded;
+    }
+    free(text);
+    free_writer(w);
+    return st;
+}

@@ -167,4 +167,23 @@ qk_status qk_st_writer_commit(qk_st_writer *w, char *err, size_t err_len);
 /* Drop everything: remove the temporary, free the writer. NULL is fine. */
 void qk_st_writer_abort(qk_st_writer *w);
 
+/* ---- planned files ------------------------------------------------------------------- */
+
+/* A tensor of a file whose header is written before its data exists. */
+typedef struct qk_st_planned {
+    const char *name;
+    const char *st_dtype;  /* "F32", "U8", ... */
+    int ndim;
+    const int64_t *shape;
+    uint64_t nbytes;       /* must match shape and dtype */
+} qk_st_planned;
+
+/* The first bytes of a file holding these tensors, in this order, and these
+ * metadata entries: the 8-byte length, the header JSON exactly as
+ * qk_st_writer_commit writes it (same checks, same bytes), the padding. Tensor
+ * i's data then starts at *out_len plus the sum of nbytes before it. *out is
+ * released with free(). */
+qk_status qk_st_plan_header(const qk_st_planned *t, size_t n, const char *const *keys, const char *const *values,
+                            size_t n_meta, unsigned char **out, size_t *out_len, char *err, size_t err_len);
+
 #endif

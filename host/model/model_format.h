@@ -8,8 +8,8 @@
  * that hold its codes, scales and zero points. Reading treats it as untrusted:
  * every field is type- and range-checked, and unknown fields are ignored so a
  * later minor addition does not break older readers. */
-#ifndef QK_CLI_MODEL_FORMAT_H
-#define QK_CLI_MODEL_FORMAT_H
+#ifndef QK_MODEL_FORMAT_H
+#define QK_MODEL_FORMAT_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -46,6 +46,10 @@ typedef struct qm_entry {
 
 /* The layout of an entry's blocks, for qk_{quantize,dequantize}_blocks. */
 void qm_entry_layout(const qm_entry *e, qk_layout *layout);
+
+/* The calibration as text: "minmax", "percentile:P", "gridsearch:A:B:S",
+ * "gridsearch:list(N)" (recorded in the metadata; the CLI prints it). */
+void qm_calib_describe(const qk_calib_options *opts, char *buf, size_t len);
 
 /* Granularity as text: "tensor", "channel:AXIS", "group:G". buf needs 32 bytes. */
 void qm_granularity_describe(qk_granularity g, int axis, int64_t group_size, char *buf, size_t len);

@@ -35,6 +35,42 @@ void qm_entry_layout(const qm_entry *e, qk_layout *layout)
     layout->group_size = e->group_size;
 }
 
+/* The shortest of %.15g, %.16g, %.17g that reads back as v. */
+static void format_double(char *buf, double v)
+{
+    static const char *const formats[] = {"%.15g", "%.16g", "%.17g"};
+    for (size_t k = 0; k < 3; k++) {
+        snprintf(buf, 32, formats[k], v);
+        double back = strtod(buf, NULL);
+        if (memcmp(&back, &v, sizeof v) == 0)
+            return;
+    }
+}
+
+void qm_calib_describe(const qk_calib_options *opts, char *buf, size_t len)
+{
+    char a[32], b[32], c[32];
+    switch (opts->method) {
+    case QK_CALIB_PERCENTILE:
+        format_double(a, opts->percentile);
+        snprintf(buf, len, "percentile:%s", a);
+        break;
+    case QK_CALIB_GRIDSEARCH:
+        if (opts->grid) {
+            snprintf(buf, len, "gridsearch:list(%zu)", opts->grid_len);
+        } else {
+            format_double(a, opts->grid_start);
+            format_double(b, opts->grid_stop);
+            format_double(c, opts->grid_step);
+            snprintf(buf, len, "gridsearch:%s:%s:%s", a, b, c);
+        }
+        break;
+    default:
+        snprintf(buf, len, "minmax");
+        break;
+    }
+}
+
 void qm_granularity_describe(qk_granularity g, int axis, int64_t group_size, char *buf, size_t len)
 {
     if (g == QK_PER_CHANNEL)

@@ -1,0 +1,115 @@
+/* The model pipeline's engine, shared by qk_model_quantize and
+ * qk_model_dequantize: work items (one per input tensor to copy, quantize or
+ * restore), their pieces (whole blocks, sized to the memory budget), the
+ * workers (one context each) and the first error of a run. */
+#ifndef QK_MODEL_RUN_H
+#define QK_MODEL_RUN_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model_format.h"
+#include "model_in.h"
+#include "model_out.h"
+#include "qkern.h"
+
+typedef enum mr_kind { MR_COPY, MR_QUANT, MR_DEQ } mr_kind;
+
+/* Distinct chosen percentiles and how many blocks chose each (few: one per
+ * grid candidate at most), for the report's min/median/max. */
+typedef struct mr_pct {
+    double *v;
+    int64_t *count;
+    size_t n, cap;
+    int64_t total;
+} mr_pct;
+
+typedef struct mr_item {
+    mr_kind kind;
+    size_t src;                /* input tensor (the codes, for MR_DEQ) */
+    size_t out_shard;
+    /* MR_QUANT: the format entry (name and calib borrowed); MR_DEQ: the entry read */
+    qm_entry e;
+    const qm_entry *de;
+    size_t scale_src, zero_src;
+    int64_t packed_shape[1], blocks_shape[1];
+    size_t out[3];             /* output tensors: copy/deq: [0]; quant: codes, scale, zero */
+    const char *reason;        /* MR_COPY of a quantize run: why */
+    size_t entry;              /* MR_DEQ: its index among the metadata entries of all shards */
+    /* pieces */
+    int64_t seg;               /* elements per block */
+    int64_t piece_blocks;
+    /* report (MR_QUANT) */
+    mr_pct pct;
+    double mse, sse, sumsq;
+    int64_t clipped, counted, pieces;
+    char gran[32];
+} mr_item;
+
+typedef struct mr_worker {
+    struct mr_run *r;
+    qk_context *ctx;
+    pthread_t thread;
+    void *buf[4];
+    size_t cap[4];
+} mr_worker;
+
+typedef struct mr_run {
+    const char *input, *output;
+    const qk_model_options *o;
+    qk_model_report *rep;
+    model_in in;
+    model_out out;
+    mr_item *items;
+    size_t n_items;
+    int quantize;
+    uint64_t limit, budget;    /* the memory limit, and each worker's share for its pieces */
+    int jobs;
+    mr_worker *w;
+    pthread_mutex_t lock;
+    size_t next;               /* next item to start */
+    int stop;                  /* failed or cancelled: workers stop at the next piece */
+    qk_status status;
+    qk_model_progress prog;
+    char calib_text[128];
+} mr_run;
+
+/* Record the first failure of a run: what was being done, and the detail. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+qk_status mr_fail(mr_run *r, qk_status st, const char *detail, const char *fmt, ...);
+/* A failure of a library call on ctx: the context's message is the detail. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+qk_status mr_lib_fail(mr_run *r, qk_context *ctx, qk_status st, const char *fmt, ...);
+
+/* Set up r (options, limit, input opened): st with the report filled on failure. */
+qk_status mr_begin(mr_run *r, const char *input, const char *output, const qk_model_options *o,
+                   qk_model_report *rep, int quantize);
+/* Pieces of an item of n elements in blocks of the layout, for a cost in bytes
+ * per element and per block; fails (reported) when one piece cannot fit. */
+qk_status mr_pieces(mr_run *r, mr_item *it, const qk_layout *layout, int64_t blocks, int64_t n, double per_elem,
+                    double per_block, int pack);
+/* The layout of blocks [b0, b0 + m) of an item as a tensor of its own. */
+void mr_piece_layout(const mr_item *it, const qk_layout *whole, int64_t b0, int64_t m, qk_layout *out);
+/* Output shards: like the input's, or max_shard_size bytes; items' out_shard set. */
+qk_status mr_assign_shards(mr_run *r, const uint64_t *item_bytes);
+/* Create contexts, open the output, run every item, commit. */
+qk_status mr_execute(mr_run *r, qk_status (*run_item)(mr_worker *w, mr_item *it, unsigned emit));
+void mr_end(mr_run *r);
+
+/* A worker's scratch buffer k of at least bytes (kept between pieces). NULL when out of memory. */
+void *mr_scratch(mr_worker *w, int k, size_t bytes);
+/* A piece of bytes is done (for the progress callback); 1 when the run must stop. */
+int mr_piece_done(mr_worker *w, uint64_t bytes);
+void mr_pct_add(mr_pct *p, double v, int64_t count);
+void mr_pct_stats(const mr_pct *p, double *min, double *median, double *max);
+
+/* Emit masks: which of an item's outputs a pass writes (all on a seekable output). */
+#define MR_EMIT_ALL 7u
+#define MR_EMIT(k) (1u << (k))
+
+#endif
