@@ -5,7 +5,7 @@
 # and the CUDA runtime API) join qkern_obj. The CUDA runtime is linked
 # statically (cudart_static), which opens libcuda.so.1 itself at the first call:
 # the library loads on a machine with no NVIDIA driver, and the backend answers
-# QK_ERR_NO_DEVICE there (DESIGN.md, "Backends").
+# QK_ERR_NO_DEVICE there (README, "Backends").
 option(QKERN_WITH_CUDA "Build the CUDA backend when nvcc is found" ON)
 set(QKERN_CUDA_ARCHITECTURES "80-real;90-real;90-virtual" CACHE STRING
     "CUDA architectures of the CUDA backend (sm_80 and sm_90 machine code, compute_90 PTX for newer GPUs)")
@@ -38,7 +38,7 @@ if(QKERN_WITH_CUDA)
       VISIBILITY_INLINES_HIDDEN ON
       POSITION_INDEPENDENT_CODE ON)
     # Results are defined without FMA contraction and with IEEE division and
-    # square root (DESIGN.md, "Exactness"); no --use_fast_math, no flush to zero.
+    # square root (docs/numerics.md, "Exactness"); no --use_fast_math, no flush to zero.
     # The host side of the .cu files is built warning-clean and without
     # exceptions, RTTI or thread-safe statics, so the objects need no C++
     # runtime (libstdc++) when a C program links libqkern.a. (The one guarded

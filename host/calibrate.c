@@ -1,6 +1,6 @@
 /* Calibration: minmax, percentile and the grid search. Every candidate's clip
  * values come from one multi-target selection and every candidate's errors from
- * one fused pass over the data (DESIGN.md, "Calibration"). */
+ * one fused pass over the data (docs/numerics.md, "Calibration"). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

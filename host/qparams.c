@@ -1,4 +1,4 @@
-/* Quantization parameters from a range or from given values: DESIGN's formulas,
+/* Quantization parameters from a range or from given values: docs/numerics.md's formulas,
  * computed once on the host so every backend applies the very same numbers. */
 #include <float.h>
 #include <math.h>
@@ -35,7 +35,7 @@ static qk_status check_scheme(qk_context *ctx, qk_scheme scheme, int bits, int n
     return QK_OK;
 }
 
-/* The scale as the float DESIGN stores, from a double: overflow to Inf is a range
+/* The scale as the float the contract (docs/numerics.md) stores, from a double: overflow to Inf is a range
  * error; a positive value below the smallest float (a range of a few denormals)
  * becomes the smallest denormal, so nothing ever divides by 0. */
 static qk_status float_scale(qk_context *ctx, double s, float *out)

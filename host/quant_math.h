@@ -1,4 +1,4 @@
-/* The scalar formulas of DESIGN.md's numeric contract, shared by the CPU
+/* The scalar formulas of docs/numerics.md's numeric contract, shared by the CPU
  * backend. Built with -ffp-contract=off: no FMA may change a result. */
 #ifndef QK_QUANT_MATH_H
 #define QK_QUANT_MATH_H

@@ -6,7 +6,7 @@
  * never exits and never aborts.
  *
  * The numeric contract (formulas, rounding, percentile definition, degenerate
- * ranges) is DESIGN.md's; every backend returns the same codes, min, max and
+ * ranges) is docs/numerics.md's; every backend returns the same codes, min, max and
  * percentiles bit for bit, and the same MSE within 1e-6 relative.
  */
 #ifndef QKERN_H
@@ -262,7 +262,7 @@ QK_API qk_status qk_calib_options_default(qk_calib_options *opts);
  * (narrow: -(2^(b-1)-1)). */
 QK_API qk_status qk_code_range(qk_scheme scheme, int bits, int narrow_range, int32_t *qmin, int32_t *qmax);
 
-/* Parameters from a range by DESIGN's formulas: asymmetric uses [lo, hi]
+/* Parameters from a range by docs/numerics.md's formulas: asymmetric uses [lo, hi]
  * (widened to 0 when include_zero, or when lo == hi), symmetric uses
  * c = max(|lo|, |hi|). ctx may be NULL (no message then). */
 QK_API qk_status qk_qparams_from_range(qk_context *ctx, qk_scheme scheme, int bits, int narrow_range,
@@ -373,7 +373,7 @@ QK_API qk_status qk_unpack_int4(qk_context *ctx, const uint8_t *packed, qk_tenso
  * reference quantizer without an importance matrix (ggml_quantize_chunk ->
  * quantize_row_*_ref): every backend writes the same bytes as ggml built for
  * baseline x86-64 (no FMA). ggml's own roundings apply to these formats, not
- * the DESIGN formulas of qkern's integer codes (docs/ggml-formats.md). The
+ * the formulas of qkern's integer codes (docs/numerics.md; docs/ggml-formats.md). The
  * values are ggml's type ids, as GGUF tensor infos store them. */
 typedef enum qk_ggml_type {
     QK_GGML_F32 = 0,   /* pass-through */

@@ -1,14 +1,14 @@
 #!/usr/bin/python3
 """Parity of libqkern with numpy (Debian's numpy 1.24; run with /usr/bin/python3).
 
-An independent check of DESIGN.md's numeric contract, calling the library through
+An independent check of docs/numerics.md's numeric contract, calling the library through
 ctypes on numpy arrays:
 
   1. percentiles bit for bit vs numpy.percentile (float32, float64, many p per call)
   2. percentiles past 2^24 elements
   3. QK_ABS, QK_IGNORE_NONFINITE, and the QK_ERR_NONFINITE path (count, first index)
   4. min/max
-  5. calibration parameters (minmax, percentile) and codes vs DESIGN's formulas in numpy
+  5. calibration parameters (minmax, percentile) and codes vs docs/numerics.md's formulas in numpy
   6. dequantize bit for bit
   7. MSE within 1e-9 relative, and the same bits on a repeated call
   8. the grid-search table and the chosen candidate
@@ -188,7 +188,7 @@ def gen_data(rng, n, dtype, kind):
 
 
 def gen_p(rng, n, m=None):
-    """Several p for one call: uniform ones, DESIGN's specials, and exact-index ones."""
+    """Several p for one call: uniform ones, docs/numerics.md's specials, and exact-index ones."""
     m = int(rng.integers(1, 13)) if m is None else m
     out = []
     for _ in range(m):
@@ -235,7 +235,7 @@ def rel_close(a, b, tol=1e-9):
     return abs(a - b) <= tol * max(abs(a), abs(b))
 
 
-# ---- the reference formulas (DESIGN.md "Numbers") in numpy ------------------------------
+# ---- the reference formulas (docs/numerics.md) in numpy ------------------------------
 def code_range(scheme, bits, narrow):
     if scheme == Q.QK_ASYMMETRIC:
         return 0, (1 << bits) - 1
@@ -250,7 +250,7 @@ def code_dtype(scheme, bits):
 
 
 def ref_qparams(scheme, bits, narrow, include_zero, lo, hi):
-    """dict(status, scale (np.float32), zp, qmin, qmax, clip_lo, clip_hi) by DESIGN's formulas."""
+    """dict(status, scale (np.float32), zp, qmin, qmax, clip_lo, clip_hi) by docs/numerics.md's formulas."""
     lo, hi = float(lo), float(hi)
     qmin, qmax = code_range(scheme, bits, narrow)
     r = {"status": Q.QK_OK, "qmin": qmin, "qmax": qmax}
@@ -598,7 +598,7 @@ QUANT_CASES = ["calibrate.params", "qparams.from_range", "quantize.codes", "dequ
 
 
 def check_quant_config(cases, qk, ctx, x, label, scheme, bits, narrow, include_zero, method, p, zeros, cd=None):
-    """Calibrate x by (method, p), check the parameters against numpy's percentiles and DESIGN's
+    """Calibrate x by (method, p), check the parameters against numpy's percentiles and docs/numerics.md's
     formulas, then the codes, the dequantized values and the MSE."""
     cp, cq, cdq, ce = (cases[k] for k in ("calibrate.params", "quantize.codes", "dequantize.bits",
                                           "quant_error.mse"))

@@ -1,4 +1,4 @@
-/* Independent re-implementations of DESIGN's formulas for the tests: written
+/* Independent re-implementations of docs/numerics.md's formulas for the tests: written
  * from the spec, sharing no code with the library (sorting instead of
  * selection, long double where the library uses double, etc.). */
 #ifndef QK_TEST_REF_H
@@ -142,7 +142,7 @@ static inline double ref_percentile_f32(const float *x, int64_t n, double p)
     return r;
 }
 
-/* ---- DESIGN formulas ------------------------------------------------------------ */
+/* ---- docs/numerics.md formulas ------------------------------------------------------------ */
 
 typedef struct { float scale; long long zp; long qmin, qmax; } ref_params;
 

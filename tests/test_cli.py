@@ -2,7 +2,7 @@
 """End-to-end test of the `qkern` command.
 
 Runs the built binary on small .npy files and checks its exit codes, messages,
-JSON and output files against independent numpy implementations of DESIGN.md's
+JSON and output files against independent numpy implementations of docs/numerics.md's
 formulas. Run as:
 
     /usr/bin/python3 tests/test_cli.py --qkern build/qkern [--backend cpu]
@@ -102,14 +102,14 @@ def save(name, arr, d=None):
 
 
 def worked_case():
-    """DESIGN's seed example: a uniform bulk and one far outlier."""
+    """docs/numerics.md's seed example: a uniform bulk and one far outlier."""
     rng = np.random.default_rng(0)
     bulk = rng.uniform(-80, 100, 1000)
     return np.concatenate([bulk, [580.0]]).astype(np.float32)
 
 
 def ref_quantize(x, bits, scheme, narrow=False):
-    """Independent numpy version of DESIGN's minmax formulas -> (codes, scale, zp, qmin, qmax)."""
+    """Independent numpy version of docs/numerics.md's minmax formulas -> (codes, scale, zp, qmin, qmax)."""
     if scheme == "asymmetric":
         lo, hi = float(x.min()), float(x.max())
         qmin, qmax = 0, 2 ** bits - 1
@@ -701,7 +701,7 @@ def gridsearch_worked_case():
     assert best["percentile"] < 100
     assert best["mse_inliers"] < runs["mse-inliers"]["candidates"][-1]["mse_inliers"] / 5
     # Over all elements, clipping the outlier at ~100 costs (580-100)^2/1001 ~ 230,
-    # so DESIGN's formulas make minmax the best by plain mse on this input.
+    # so docs/numerics.md's formulas make minmax the best by plain mse on this input.
     assert runs["mse"]["best"]["percentile"] == 100
 
 

@@ -4,7 +4,7 @@
 Writes safetensors files from Python (no safetensors package: the format is an
 8-byte little-endian header length, a JSON header and the data), runs the built
 binary on them, and checks codes, scales, zero points and restored values bit
-for bit against an independent numpy implementation of DESIGN.md's formulas
+for bit against an independent numpy implementation of docs/numerics.md's formulas
 applied per channel and per group; PyTorch's per-channel observer and
 quantize_per_channel where torch is installed; hostile files, interrupted runs
 and a file-size limit (no output file, no temporaries); and, given --model or
@@ -150,7 +150,7 @@ def listing(d):
     return sorted(os.listdir(d))
 
 
-# ---- the reference: DESIGN's formulas per block ----------------------------------------
+# ---- the reference: docs/numerics.md's formulas per block ----------------------------------------
 
 def code_range(scheme, bits, narrow):
     if scheme == "asymmetric":
@@ -186,7 +186,7 @@ def unblock(b, shape, gran):
 
 
 def ref_block_params(B, bits, scheme, narrow=False, include_zero=False):
-    """Per row of B: (scale float32, zero point int64) by DESIGN's minmax formulas."""
+    """Per row of B: (scale float32, zero point int64) by docs/numerics.md's minmax formulas."""
     Bd = B.astype(np.float64)
     qmin, qmax = code_range(scheme, bits, narrow)
     if scheme == "asymmetric":

@@ -6,7 +6,7 @@ quantize-model` / `qkern dequantize-model` (streamed pieces, --memory-limit,
 Models come from scripts/gen-laplace-model.py --shards (Hugging Face layout:
 model-0000K-of-0000N.safetensors, model.safetensors.index.json, config.json,
 tokenizer_config.json). Codes, scales and zero points are checked bit for bit
-against test_model.py's numpy reference of DESIGN.md's formulas, shard by
+against test_model.py's numpy reference of docs/numerics.md's formulas, shard by
 shard. Run as:
 
     /usr/bin/python3 tests/test_model_sharded.py --qkern build/qkern

@@ -147,7 +147,7 @@ static qk_status build_once(ocl_backend *be, size_t wg, int roundeven, size_t *m
                                             qk_ocl_source_sizes, &err);
     if (err != CL_SUCCESS) return ocl_fail(be, err, "clCreateProgramWithSource");
     /* Exactness: correctly rounded division (promised by the device, or made so
-     * by common.cl's QK_DIV_MODE), no fast-math flags (DESIGN.md). The spec makes
+     * by common.cl's QK_DIV_MODE), no fast-math flags (docs/numerics.md). The spec makes
      * -cl-fp32-correctly-rounded-divide-sqrt a build error where the device does
      * not promise it, so it is passed only where it does. */
     char options[256];

@@ -13,7 +13,7 @@
  *   QK_DIV_MODE     how float division is made correctly rounded (QK_DIV_float below).
  *   QK_NO_ROUNDEVEN QK_RINT uses rint() rather than clang's roundeven builtin.
  *
- * Exactness (DESIGN.md): no contraction into fma anywhere, correctly rounded
+ * Exactness (docs/numerics.md): no contraction into fma anywhere, correctly rounded
  * float division (QK_DIV_float), round-half-even (QK_RINT), clamps before any
  * float -> int conversion. */
 #pragma OPENCL FP_CONTRACT OFF

@@ -374,7 +374,7 @@ QK_DEFINE_ERROR(f64, QK_F64)
 
 #if !QK_FP64
 /* ==== the float32 error pass on a device without cl_khr_fp64 ====================
- * The sums are defined in double (DESIGN.md), so they are computed in double
+ * The sums are defined in double (docs/numerics.md), so they are computed in double
  * here too, in software: IEEE binary64 bit patterns in ulongs, rounded to
  * nearest even exactly as a double unit would (after Berkeley SoftFloat 3's
  * f64 add, sub and mul). Only what the pass needs: magnitudes (e^2 and its

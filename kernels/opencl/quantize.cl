@@ -75,7 +75,7 @@ QK_DEFINE_QUANT_F32(i16, short, convert_short8, convert_short)
 QK_DEFINE_QUANT_F32(i32, int, convert_int8, convert_int)
 
 #if QK_FP64
-/* float64 input: the division is in double (DESIGN: the input's precision). */
+/* float64 input: the division is in double (docs/numerics.md: the input's precision). */
 #define QK_DEFINE_QUANT_F64(NAME, OT, CONV8, CONV1)                                              \
     __kernel void qk_quantize_f64_##NAME(__global const double *x, ulong xoff, ulong n,          \
                                          __global OT *q, ulong qoff, float scale, int zp,         \
