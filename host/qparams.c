@@ -35,9 +35,10 @@ static qk_status check_scheme(qk_context *ctx, qk_scheme scheme, int bits, int n
     return QK_OK;
 }
 
-/* The scale as the float the contract (docs/numerics.md) stores, from a double: overflow to Inf is a range
- * error; a positive value below the smallest float (a range of a few denormals)
- * becomes the smallest denormal, so nothing ever divides by 0. */
+/* The scale as the float the contract stores (docs/numerics.md), from a
+ * double: overflow to Inf is a range error; a positive value below the
+ * smallest float (a range of a few denormals) becomes the smallest denormal,
+ * so nothing ever divides by 0. */
 static qk_status float_scale(qk_context *ctx, double s, float *out)
 {
     float f = (float)s;
