@@ -1,6 +1,7 @@
-/* What quantize-model and dequantize-model share: the list of tensors to
- * write, writing it through the safetensors writer (temporary + rename), the
- * float16/bfloat16 conversions and small formatting helpers. */
+/* A small safetensors output assembled in memory (quantize's one-tensor
+ * .safetensors output: codes, scales, zero points), written through the
+ * atomic writer, and the reports' formatting helpers. Whole models go through
+ * the streaming pipeline in host/model instead. */
 #ifndef QK_CLI_MODEL_IO_H
 #define QK_CLI_MODEL_IO_H
 
@@ -32,24 +33,12 @@ int model_out_add(model_out *o, const char *name, const char *st_dtype, int ndim
                   const void *data);
 void model_out_free(model_out *o);
 
-/* Check now that the output may be written (qk_atomic_check), so a missing
- * or unwritable directory is reported before any work. 0 or CLI_EXIT_RUNTIME
- * (reported). */
-int model_probe_output(const char *path);
-
 /* Write the tensors (wider element types first, otherwise in insertion order)
  * and the metadata entries to path, atomically (host/io/atomic_file.h). An
  * interrupt (interrupt.h) cancels the write and the output stays as it was.
  * On success *bytes_out is the file's size. 0 or CLI_EXIT_RUNTIME (reported). */
 int model_write(const char *path, model_out *o, const char *const *meta_keys, const char *const *meta_values,
                 size_t n_meta, uint64_t *bytes_out);
-
-/* Round to nearest, ties to even (numpy's astype(float16); torch's .to(bfloat16)). */
-uint16_t model_float_to_half(float f);
-uint16_t model_float_to_bf16(float f);
-
-/* Sum of x^2 over the finite elements, in double, in index order (for SQNR). */
-double model_sum_squares(qk_dtype dtype, const void *data, int64_t n);
 
 /* "[384, 1536]"; "[]" for a scalar. */
 void model_format_shape(int ndim, const int64_t *shape, char *buf, size_t len);
