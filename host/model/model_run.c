@@ -476,3 +476,30 @@ void mr_pct_stats(const mr_pct *p, double *min, double *median, double *max)
         *median = a + (b - a) / 2.0;
     }
 }
+
+qk_status mr_copy_item(mr_worker *w, mr_item *it, int count_bytes)
+{
+    mr_run *r = w->r;
+    const mi_tensor *t = &r->in.t[it->src];
+    size_t chunk = r->budget > ((uint64_t)8 << 20) ? (size_t)8 << 20 : (size_t)r->budget;
+    if (chunk < 4096)
+        chunk = 4096;
+    void *buf = mr_scratch(w, 0, chunk);
+    if (!buf)
+        return mr_fail(r, QK_ERR_NO_MEMORY, "", "copying tensor '%s'", t->name);
+    char err[512] = "";
+    for (uint64_t off = 0; off < t->nbytes;) {
+        size_t len = t->nbytes - off < chunk ? (size_t)(t->nbytes - off) : chunk;
+        mi_willneed(&r->in, t, off + len, len);
+        qk_status st = mi_read(&r->in, t, off, buf, len, err, sizeof err);
+        if (st != QK_OK)
+            return mr_fail(r, st, err, "reading tensor '%s' of %s", t->name, r->input);
+        st = mo_write(&r->out, it->out[0], off, buf, len, err, sizeof err);
+        if (st != QK_OK)
+            return mr_fail(r, st, err, "writing %s", r->output);
+        off += len;
+        if (mr_piece_done(w, count_bytes ? len : 0))
+            return QK_ERR_CANCELLED;
+    }
+    return QK_OK;
+}

@@ -103,6 +103,11 @@ void mr_end(mr_run *r);
 
 /* A worker's scratch buffer k of at least bytes (kept between pieces). NULL when out of memory. */
 void *mr_scratch(mr_worker *w, int k, size_t bytes);
+/* An item copied byte for byte (MR_COPY) from its input tensor to its first
+ * output, in pieces of at most 8 MiB within the budget. count_bytes: whether
+ * the copied bytes count toward the progress callback's bytes_done (as they do
+ * where bytes_total includes copied tensors). */
+qk_status mr_copy_item(mr_worker *w, mr_item *it, int count_bytes);
 /* A piece of bytes is done (for the progress callback); 1 when the run must stop. */
 int mr_piece_done(mr_worker *w, uint64_t bytes);
 void mr_pct_add(mr_pct *p, double v, int64_t count);
