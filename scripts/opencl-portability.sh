@@ -22,7 +22,7 @@ PKGS=build-essential,cmake,pkg-config,libcmocka-dev,libcjson-dev,python3,python3
 # The OpenCL tests (ctest names; QKERN_PORTABILITY_TESTS overrides the regex);
 # numpy_parity_opencl is left out: Debian 13's
 # numpy 2 returns float32 percentiles for float32 input, not numpy 1.24's double.
-TESTS=${QKERN_PORTABILITY_TESTS:-'^(test_ops_opencl|test_calibrate_opencl|test_blocks_opencl|test_large_opencl|test_segments_opencl|test_segments_opencl_gpu|test_blocks_opencl_pieces|test_opencl_chunked|test_opencl_portable)$'}
+TESTS=${QKERN_PORTABILITY_TESTS:-'^(test_ops_opencl|test_calibrate_opencl|test_blocks_opencl|test_large_opencl|test_segments_opencl|test_segments_opencl_gpu|test_blocks_opencl_pieces|test_opencl_chunked|test_opencl_portable|test_ggml_opencl|test_ggml_opencl_pieces)$'}
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 [ "$(id -u)" -eq 0 ] || { echo "opencl-portability.sh: run as root (debootstrap, chroot, mounts)" >&2; exit 1; }
