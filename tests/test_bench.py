@@ -269,6 +269,39 @@ def csv_errors_leave_file_alone():
             "--csv", missing_dir], 1)
 
 
+@test
+def csv_append_is_atomic_and_keeps_the_file():
+    """The append rewrites the file through the atomic output: a symbolic link
+    stays a link to the same file, the mode is kept, no temporary is left, a
+    last row without a newline gets one, and the check comes before the work."""
+    d = tmpdir()
+    real = os.path.join(d, "real.csv")
+    link = os.path.join(d, "link.csv")
+    j1, _ = expect_json(["bench", "--backend", "cpu", "--elements", "1024", "--reps", "1", "--ops", "minmax",
+                         "--csv", real])
+    with open(real, "rb") as f:
+        body = f.read()
+    with open(real, "wb") as f:
+        f.write(body.rstrip(b"\n"))  # edited by hand: no final newline
+    os.chmod(real, 0o640)
+    os.symlink("real.csv", link)
+    j2, _ = expect_json(["bench", "--backend", "cpu", "--elements", "1024", "--reps", "1", "--ops", "minmax",
+                         "--csv", link])
+    assert os.path.islink(link) and os.readlink(link) == "real.csv", "the link was replaced"
+    assert (os.stat(real).st_mode & 0o777) == 0o640, oct(os.stat(real).st_mode)
+    rows = read_csv(real)
+    assert rows[0] == CSV_HEADER
+    check_csv_rows(rows[1:], [j1, j2])
+    assert sorted(os.listdir(d)) == ["link.csv", "real.csv"], os.listdir(d)
+    # A foreign file is refused before the benchmark runs (nothing measured, nothing printed).
+    other = os.path.join(d, "other.csv")
+    with open(other, "w") as f:
+        f.write("x\n")
+    p = expect(["bench", "--backend", "cpu", "--elements", "1024", "--reps", "1", "--ops", "minmax", "--json",
+                "--csv", other], 1)
+    assert p.stdout == "", "the benchmark ran before the CSV was checked"
+
+
 # ---- usage errors ----------------------------------------------------------------------------
 
 @test

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "cli.h"
 #include "json_out.h"
 #include "report.h"
@@ -193,18 +194,12 @@ static void build_rows(text *t, const bench_run *runs, size_t n)
     }
 }
 
-/* 0 when the file's first line is our header; -1 (with why) otherwise. */
-static int header_matches(int fd, char *why, size_t why_len)
+/* 0 when text (the file's contents) starts with our header line; -1 (with why) otherwise. */
+static int header_matches(const char *buf, size_t len, char *why, size_t why_len)
 {
     size_t hlen = strlen(bench_csv_header);
-    char buf[sizeof bench_csv_header + 2];
-    ssize_t got = pread(fd, buf, hlen + 1, 0);
-    if (got < 0) {
-        snprintf(why, why_len, "cannot read it: %s", strerror(errno));
-        return -1;
-    }
-    int ok = (size_t)got >= hlen && memcmp(buf, bench_csv_header, hlen) == 0 &&
-             ((size_t)got == hlen || buf[hlen] == '\n' || buf[hlen] == '\r');
+    int ok = len >= hlen && memcmp(buf, bench_csv_header, hlen) == 0 &&
+             (len == hlen || buf[hlen] == '\n' || buf[hlen] == '\r');
     if (!ok) {
         snprintf(why, why_len, "its first line is not the bench header (%s)", bench_csv_header);
         return -1;
@@ -212,11 +207,15 @@ static int header_matches(int fd, char *why, size_t why_len)
     return 0;
 }
 
-int bench_append_csv(const char *path, const bench_run *runs, size_t n)
+/* The whole of an existing CSV (regular file, at most 1 GiB), or size 0 when
+ * there is none yet. */
+static int read_existing(const char *path, char **data, size_t *len)
 {
-    int fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    *data = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
-        return cli_status_error(QK_ERR_IO, strerror(errno), "opening %s", path);
+        return errno == ENOENT ? CLI_EXIT_OK : cli_status_error(QK_ERR_IO, strerror(errno), "opening %s", path);
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
         int e = errno;
@@ -227,46 +226,89 @@ int bench_append_csv(const char *path, const bench_run *runs, size_t n)
         close(fd);
         return cli_status_error(QK_ERR_IO, "not a regular file", "appending to %s", path);
     }
-    text t = {0};
-    if (sb.st_size > 0) {
-        char why[256];
-        if (header_matches(fd, why, sizeof why) != 0) {
+    if ((uint64_t)sb.st_size > ((uint64_t)1 << 30)) {
+        close(fd);
+        return cli_status_error(QK_ERR_IO, "larger than 1 GiB: start a new file", "appending to %s", path);
+    }
+    char *buf = malloc((size_t)sb.st_size + 1);
+    size_t done = 0;
+    while (buf && done < (size_t)sb.st_size) {
+        ssize_t r = read(fd, buf + done, (size_t)sb.st_size - done);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : EIO;
+            free(buf);
             close(fd);
+            return cli_status_error(QK_ERR_IO, r < 0 ? strerror(e) : "it shrank while being read", "reading %s", path);
+        }
+        done += (size_t)r;
+    }
+    close(fd);
+    if (!buf)
+        return cli_error("reading %s: out of memory", path);
+    *data = buf;
+    *len = done;
+    return CLI_EXIT_OK;
+}
+
+/* Appending is a rewrite through the atomic output (host/io/atomic_file.h):
+ * the old rows and the new ones go to a temporary that replaces the file only
+ * when complete, so a full disk, a signal or a crash never leaves half a row,
+ * and the file keeps its mode, owner and links. */
+int bench_check_csv(const char *path)
+{
+    char *old = NULL, err[512], why[256];
+    size_t old_len = 0;
+    int rc = strcmp(path, "-") == 0 ? CLI_EXIT_OK : read_existing(path, &old, &old_len);
+    if (rc == CLI_EXIT_OK && old_len > 0 && header_matches(old, old_len, why, sizeof why) != 0)
+        rc = cli_status_error(QK_ERR_FORMAT, why, "appending to %s", path);
+    free(old);
+    if (rc == CLI_EXIT_OK && qk_atomic_check(path, err, sizeof err) != QK_OK)
+        rc = cli_status_error(QK_ERR_IO, err, "cannot write --csv %s", path);
+    return rc;
+}
+
+int bench_append_csv(const char *path, const bench_run *runs, size_t n)
+{
+    char *old = NULL;
+    size_t old_len = 0;
+    /* "-": the header and rows to standard output */
+    int rc = strcmp(path, "-") == 0 ? CLI_EXIT_OK : read_existing(path, &old, &old_len);
+    if (rc)
+        return rc;
+    text t = {0};
+    if (old_len > 0) {
+        char why[256];
+        if (header_matches(old, old_len, why, sizeof why) != 0) {
+            free(old);
             return cli_status_error(QK_ERR_FORMAT, why, "appending to %s", path);
         }
+        if (old[old_len - 1] != '\n')
+            text_add(&t, "\n"); /* a file edited by hand without a final newline */
     } else {
         text_add(&t, "%s\n", bench_csv_header);
     }
     build_rows(&t, runs, n);
     if (t.failed) {
         free(t.s);
-        close(fd);
+        free(old);
         return cli_error("building the CSV rows: out of memory");
     }
-
-    /* One write; on a short or failed one, cut the file back to where it was so
-     * no partial row stays behind. */
-    size_t done = 0;
-    int err = 0;
-    while (done < t.len) {
-        ssize_t w = write(fd, t.s + done, t.len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            err = w < 0 ? errno : ENOSPC;
-            break;
-        }
-        done += (size_t)w;
-    }
+    char err[512];
+    qk_atomic_file f;
+    qk_status st = qk_atomic_open(&f, path, err, sizeof err);
+    if (st == QK_OK && old_len > 0)
+        st = qk_atomic_write(&f, old, old_len, err, sizeof err);
+    if (st == QK_OK)
+        st = qk_atomic_write(&f, t.s, t.len, err, sizeof err);
+    if (st == QK_OK)
+        st = qk_atomic_commit(&f, err, sizeof err);
+    else
+        qk_atomic_abort(&f);
     free(t.s);
-    if (err) {
-        if (done > 0 && ftruncate(fd, sb.st_size) != 0) {
-            /* Nothing more to do: the message below says the append failed. */
-        }
-        close(fd);
-        return cli_status_error(QK_ERR_IO, strerror(err), "appending to %s", path);
-    }
-    if (close(fd) != 0)
-        return cli_status_error(QK_ERR_IO, strerror(errno), "appending to %s", path);
+    free(old);
+    if (st != QK_OK)
+        return cli_status_error(st, err, "appending to %s", path);
     return CLI_EXIT_OK;
 }

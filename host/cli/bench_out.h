@@ -52,10 +52,13 @@ void bench_print_table(const bench_run *run);
  * else {"runs":[...]}. Returns 0 or CLI_EXIT_RUNTIME (reported). */
 int bench_emit_json(const bench_run *runs, size_t n, int as_list);
 
+/* Before any work: an existing CSV at path starts with the header and the file
+ * may be written. Returns 0 or CLI_EXIT_RUNTIME (reported). */
+int bench_check_csv(const char *path);
 /* Append one row per result of every run to the CSV file at path, with a header
- * line first when the file is new or empty. The rows are built in memory and
- * written with one write(); a failed write is cut back off, so the file never
- * ends in a partial row. Returns 0 or CLI_EXIT_RUNTIME (reported). */
+ * line first when the file is new or empty ("-": to standard output). The file
+ * is rewritten through the atomic output: it changes only when complete, so it
+ * never ends in a partial row. Returns 0 or CLI_EXIT_RUNTIME (reported). */
 int bench_append_csv(const char *path, const bench_run *runs, size_t n);
 
 /* The CSV header line, without the newline. */

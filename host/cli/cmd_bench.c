@@ -503,6 +503,9 @@ int cmd_bench(int argc, char **argv)
     if (rc)
         return rc < 0 ? CLI_EXIT_OK : rc;
 
+    if (a.csv && (rc = bench_check_csv(a.csv)) != 0)
+        return rc; /* before minutes of benchmarking, not after */
+
     /* Which backends: all that answer, or the one asked for. */
     qk_backend_kind kinds[3];
     size_t n_kinds = 0;
