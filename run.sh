@@ -7,7 +7,10 @@
 # Other verbs: deps (install only), build (release build only).
 set -euo pipefail
 cd "$(dirname "$0")"
-JOBS=$(nproc 2>/dev/null || echo 2)
+# No system path is written (not even /dev/null): output that is not shown goes to
+# a log in the build directory.
+JOBS=$(nproc 2>&1) || JOBS=2
+[[ $JOBS =~ ^[0-9]+$ ]] || JOBS=2
 
 # Debian packages only; python3-numpy (Debian's 1.24) is the reference numpy.
 PACKAGES=(build-essential cmake pkg-config git libcmocka-dev libcjson-dev python3 python3-numpy
@@ -18,9 +21,11 @@ PACKAGES=(build-essential cmake pkg-config git libcmocka-dev libcjson-dev python
           python3-yaml python3-tqdm)  # gguf-py's dependencies (the GGUF oracle test pip-installs gguf itself)
 
 deps() {
-    local missing=()
+    local missing=() status
     for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+        # an unknown package: exit 1 and "no packages found" (stderr) in $status
+        status=$(dpkg-query -W -f='${Status}' "$p" 2>&1) || true
+        [[ $status == *"install ok installed"* ]] || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ]; then
@@ -30,7 +35,10 @@ deps() {
     echo "run.sh: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+    mkdir -p build
+    local log=build/apt-get.log
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" > "$log" 2>&1 ||
+        { echo "run.sh: apt-get install failed; the end of $log:" >&2; tail -n 40 "$log" >&2; exit 1; }
 }
 
 build() { # build DIR [cmake args...]
@@ -41,7 +49,8 @@ build() { # build DIR [cmake args...]
     # Diagnostics only: "warning:"/"error:" as compilers and make print them, not
     # build lines that merely name a file such as ocl_error.c.
     cmake --build "$dir" -j "$JOBS" 2>&1 | grep -E "(warning|error)(\[[^]]*\])?:|\*\*\* |CMake (Error|Warning)|undefined reference" || true
-    cmake --build "$dir" -j "$JOBS" > /dev/null
+    cmake --build "$dir" -j "$JOBS" > "$dir/build.log" 2>&1 ||
+        { echo "run.sh: the build in $dir failed; the end of $dir/build.log:" >&2; tail -n 60 "$dir/build.log" >&2; exit 1; }
 }
 
 demo() {
