@@ -16,7 +16,8 @@ mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
 find_model() {
-    { find "$dir/extracted" -name model.safetensors -type f 2>/dev/null || true; } | sort | head -n 1
+    [ -d "$dir/extracted" ] || return 0
+    { find "$dir/extracted" -name model.safetensors -type f || true; } | sort | head -n 1
 }
 
 model=$(find_model)
@@ -28,8 +29,9 @@ fi
 # Debian's interpreter first: a pyenv python3 on PATH may lack pip.
 py=/usr/bin/python3
 [ -x "$py" ] || py=$(command -v python3 || true)
-if [ -z "$py" ] || ! "$py" -m pip --version > /dev/null 2>&1; then
-    echo "get-model.sh: pip is not available (install Debian's python3-pip)" >&2
+pip_version=
+if [ -z "$py" ] || ! pip_version=$("$py" -m pip --version 2>&1); then
+    echo "get-model.sh: pip is not available (install Debian's python3-pip)${pip_version:+: $pip_version}" >&2
     exit 1
 fi
 
