@@ -1,14 +1,20 @@
 /* Shared by the file-format tests (test_npy, test_safetensors): a temporary
- * directory per test group and small file helpers. Included after cmocka.h. */
+ * directory per test group and small file helpers. Included after cmocka.h.
+ * Tests run as root and never touch a system path, /dev/null included: a
+ * character device is made with mknod in the group's directory
+ * (qk_test_null_device). */
 #ifndef QK_TEST_FILE_FIXTURE_H
 #define QK_TEST_FILE_FIXTURE_H
 
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 static char g_dir[PATH_MAX];
@@ -96,6 +102,41 @@ static int file_exists(const char *path)
 {
     struct stat st;
     return lstat(path, &st) == 0;
+}
+
+/* A null character device (major 1, minor 3: what /dev/null is) made with
+ * mknod as DIR/NAME, its path in OUT. Returns 0, or -1 after printing why
+ * (mknod needs root, EPERM otherwise; a node on a nodev mount cannot be
+ * opened): the caller then skips. The node is checked by opening it for
+ * reading, which a nodev mount refuses. */
+static inline int qk_test_null_device(const char *dir, const char *name, char *out, size_t out_len)
+{
+    if ((size_t)snprintf(out, out_len, "%s/%s", dir, name) >= out_len) {
+        print_message("  skipped: path of the null device too long\n");
+        return -1;
+    }
+    unlink(out);
+    if (mknod(out, S_IFCHR | 0666, makedev(1, 3)) != 0) {
+        print_message("  skipped: mknod %s (a null character device) failed: %s%s\n", out, strerror(errno),
+                      errno == EPERM ? " (needs root)" : "");
+        return -1;
+    }
+    int fd = open(out, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        print_message("  skipped: the null device %s cannot be opened: %s (a nodev mount?)\n", out,
+                      strerror(errno));
+        unlink(out);
+        return -1;
+    }
+    struct stat st;
+    int ok = fstat(fd, &st) == 0 && S_ISCHR(st.st_mode);
+    close(fd);
+    if (!ok) {
+        print_message("  skipped: %s is not a character device\n", out);
+        unlink(out);
+        return -1;
+    }
+    return 0;
 }
 
 /* Temporaries the atomic writer may have left in g_dir. */
