@@ -55,8 +55,10 @@ do_build() {
     else
         # a bare GPU machine may lack the build's libraries (and a network):
         # .deb files in QKERN_GPU_CHECK_DEBS, else apt-get
-        if ! pkg-config --exists cmocka libcjson 2> /dev/null; then
+        local missing
+        if ! missing=$(pkg-config --exists --print-errors cmocka libcjson 2>&1); then
             echo "cmocka or cJSON development files are missing: installing them"
+            echo "$missing"
             if [ -n "${QKERN_GPU_CHECK_DEBS:-}" ]; then
                 dpkg -i "$QKERN_GPU_CHECK_DEBS"/*.deb
             else
@@ -126,12 +128,12 @@ do_huge() {
 
 # each run under memcheck or racecheck gets a share of the step's limit
 do_sanitizer() {
-    local tool cs=() rc=0 t
+    local tool cs=() rc=0 t path
     local per=$(((QK_STEP_LIMIT - 10) / 4))
     if [ "$DRY" = 1 ]; then
         echo "dry run: the commands below run without compute-sanitizer"
-    elif command -v compute-sanitizer > /dev/null 2>&1; then
-        cs=(compute-sanitizer --error-exitcode 1 --print-limit 20)
+    elif path=$(command -v compute-sanitizer); then
+        cs=("$path" --error-exitcode 1 --print-limit 20)
     else
         echo "SKIP: compute-sanitizer is not installed"
         return 77
@@ -153,9 +155,10 @@ do_sanitizer() {
 
 do_bench() {
     local torch=(--no-torch) max=28 min=16 extra=()
-    if /usr/bin/python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    # the probes' messages (an ImportError) go to a log in TMP, not to /dev/null
+    if /usr/bin/python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>> "$TMP/torch-probe.log"; then
         torch=(--torch-device cuda) # PyTorch on the same GPU, in device memory
-    elif /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+    elif /usr/bin/python3 -c 'import torch' 2>> "$TMP/torch-probe.log"; then
         echo "PyTorch is installed but sees no CUDA device: it is measured on the host"
         torch=()
     else
@@ -177,7 +180,7 @@ do_bench() {
 }
 
 do_ncu() {
-    local n=$((1 << 26)) prof=()
+    local n=$((1 << 26)) prof=() path
     [ "$DRY" = 1 ] && n=$((1 << 18))
     /usr/bin/python3 - "$TMP/x.npy" "$n" <<'PY' || return 1
 import sys, numpy as np
@@ -188,9 +191,9 @@ np.save(sys.argv[1], x)
 PY
     if [ "$DRY" = 1 ]; then
         echo "dry run: the profiled command runs without ncu"
-    elif command -v ncu > /dev/null 2>&1; then
+    elif path=$(command -v ncu); then
         # the first launches of the error pass and of the radix-select passes
-        prof=(ncu --csv --log-file "$OUT/ncu.csv" --kernel-name 'regex:error_kernel|pass_kernel' --launch-count 6
+        prof=("$path" --csv --log-file "$OUT/ncu.csv" --kernel-name 'regex:error_kernel|pass_kernel' --launch-count 6
               --metrics 'gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread,launch__occupancy_limit_registers')
     else
         echo "SKIP: ncu is not installed"
@@ -238,7 +241,8 @@ STEPS=${QKERN_GPU_CHECK_STEPS:-build,ctest,ctest48m,huge,sanitizer,bench,ncu}
 BUILD=${QKERN_GPU_CHECK_BUILD:-$ROOT/build-gpu-check}
 case $BUILD in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
 ARCH=${QKERN_GPU_CHECK_ARCH:-90-real}
-JOBS=$(nproc 2>/dev/null || echo 4)
+JOBS=$(nproc 2>&1) || JOBS=4
+[[ $JOBS =~ ^[0-9]+$ ]] || JOBS=4
 START=$(date +%s)
 DEADLINE=${QKERN_GPU_CHECK_SECONDS:-470} # the first run's 15 minutes include the machine's start
 SCALE=1
@@ -251,7 +255,7 @@ say() { printf '[gpu-check %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 # ---- is there a CUDA device? (seconds, before anything else) --------------------------
 # CUDA_VISIBLE_DEVICES hides them all when empty or -1; then the driver's own
-# tool, or its device nodes.
+# tool, or its device nodes. Nothing is written here (not even to /dev/null).
 no_device() {
     echo "gpu-check: no CUDA device: $1" >&2
     echo "gpu-check: nothing was run (QKERN_GPU_CHECK_DRY=1 runs every step's command on the CPU)" >&2
@@ -261,12 +265,15 @@ if [ "$DRY" != 1 ]; then
     if [ "${CUDA_VISIBLE_DEVICES+set}" = set ] && { [ -z "$CUDA_VISIBLE_DEVICES" ] || [ "$CUDA_VISIBLE_DEVICES" = -1 ]; }; then
         no_device "CUDA_VISIBLE_DEVICES='$CUDA_VISIBLE_DEVICES' hides every device"
     fi
-    if command -v nvidia-smi > /dev/null 2>&1; then
-        gpus=$(timeout 20 nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
+    if nvsmi=$(command -v nvidia-smi); then
+        # its messages stay in the variable; only the "GPU n: ..." lines count
+        gpus=$(timeout 20 "$nvsmi" -L 2>&1) || true
+        gpus=$(printf '%s\n' "$gpus" | grep -c '^GPU ' || true)
         [ "${gpus:-0}" -ge 1 ] || no_device "nvidia-smi -L lists no GPU"
-        say "devices: $(timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | paste -sd ';' -)"
-    elif ! ls /dev/nvidia[0-9]* > /dev/null 2>&1; then
-        no_device "no nvidia-smi and no /dev/nvidia* device node"
+        say "devices: $(timeout 20 "$nvsmi" --query-gpu=name,driver_version,memory.total --format=csv,noheader | paste -sd ';' -)"
+    else
+        nodes=(/dev/nvidia[0-9]*) # unmatched, the pattern itself, which does not exist
+        [ -e "${nodes[0]}" ] || no_device "no nvidia-smi and no /dev/nvidia* device node"
     fi
 fi
 

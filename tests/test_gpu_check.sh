@@ -16,8 +16,8 @@ fail() { echo "FAIL: $*"; exit 1; }
 
 case $mode in
 shellcheck)
-    command -v shellcheck > /dev/null || { echo "skipped: shellcheck is not installed (apt-get install shellcheck)"; exit 77; }
-    shellcheck "$script" "$here/test_gpu_check.sh" || fail "shellcheck"
+    sc=$(command -v shellcheck) || { echo "skipped: shellcheck is not installed (apt-get install shellcheck)"; exit 77; }
+    "$sc" "$script" "$here/test_gpu_check.sh" || fail "shellcheck"
     echo "shellcheck: clean"
     ;;
 nodevice)
@@ -38,11 +38,12 @@ nodevice)
     }
     check "CUDA_VISIBLE_DEVICES=-1" CUDA_VISIBLE_DEVICES=-1
     check "CUDA_VISIBLE_DEVICES=''" CUDA_VISIBLE_DEVICES=
-    if ! command -v nvidia-smi > /dev/null && ! ls /dev/nvidia[0-9]* > /dev/null 2>&1; then
+    nodes=(/dev/nvidia[0-9]*) # unmatched, the pattern itself, which does not exist
+    if [ -z "$(command -v nvidia-smi)" ] && [ ! -e "${nodes[0]}" ]; then
         check "no driver" -u CUDA_VISIBLE_DEVICES
     fi
-    # usage
-    bash "$script" > /dev/null 2>&1
+    # usage (its output kept in the work directory: tests write no system path)
+    bash "$script" > "$work/usage.out" 2>&1
     [ $? -eq 64 ] || fail "no OUTDIR: expected exit 64"
     bash "$script" --help | grep -q "OUTDIR" || fail "--help"
     ;;
@@ -50,7 +51,7 @@ dry)
     build=${2:?build directory}
     work=$(mktemp -d) && trap 'rm -rf "$work"' EXIT
     backend=cpu
-    "$build/qkern" info --backend opencl > /dev/null 2>&1 && backend=opencl
+    "$build/qkern" info --backend opencl > "$work/opencl-info.log" 2>&1 && backend=opencl
     t0=$(date +%s)
     QKERN_GPU_CHECK_DRY=1 QKERN_GPU_CHECK_BACKEND=$backend QKERN_GPU_CHECK_BUILD=$build \
         QKERN_GPU_CHECK_CTEST='^test_params$' bash "$script" "$work/out"

@@ -21,5 +21,5 @@ cmake -S "$src/tests/consumer" -B "$tmp/consumer" -DCMAKE_PREFIX_PATH="$tmp/pref
 cmake --build "$tmp/consumer" > "$tmp/consumer-build.log"
 "$tmp/consumer/consumer_shared"
 "$tmp/consumer/consumer_static"
-"$tmp/prefix/bin/qkern" info > /dev/null
+"$tmp/prefix/bin/qkern" info > "$tmp/info.log"
 echo "install: pkg-config, find_package (shared, static) and the installed CLI work"
