@@ -31,8 +31,9 @@ printf '#include <stddef.h>\n#include <stdint.h>\nint LLVMFuzzerTestOneInput(con
     >"$work/probe.c"
 cc=""
 for c in ${QK_FUZZ_CC:-} clang clang-19 clang-18 clang-17 clang-16 clang-15 clang-14; do
-    command -v "$c" >/dev/null 2>&1 || continue
-    if "$c" -fsanitize=fuzzer,address,undefined "$work/probe.c" -o "$work/probe" >/dev/null 2>&1; then
+    [ -n "$(command -v "$c")" ] || continue
+    # the probe's output goes to a log in the work directory (never /dev/null)
+    if "$c" -fsanitize=fuzzer,address,undefined "$work/probe.c" -o "$work/probe" >>"$work/probe.log" 2>&1; then
         cc=$c
         break
     fi
@@ -41,8 +42,9 @@ if [ -z "$cc" ]; then
     echo "SKIPPED: no clang with the libFuzzer runtime (Debian: apt-get install clang-14 libclang-rt-14-dev)"
     exit 77
 fi
-if ! cjson_flags=$(pkg-config --cflags --libs libcjson 2>/dev/null); then
+if ! cjson_flags=$(pkg-config --cflags --libs libcjson 2>"$work/pkg-config.log"); then
     echo "FAILED: pkg-config does not find libcjson (Debian: libcjson-dev)"
+    cat "$work/pkg-config.log"
     exit 1
 fi
 

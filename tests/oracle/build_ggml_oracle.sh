@@ -48,7 +48,9 @@ fi
 [ -f "$src/ggml/ggml.pc.in" ] || : >"$src/ggml/ggml.pc.in"
 cmake -S "$src/ggml" -B "$out/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_BUILD_TESTS=OFF \
     -DGGML_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF >>"$log" 2>&1 || giveup "ggml does not configure"
-cmake --build "$out/build" --target ggml-base -j "$(nproc 2>/dev/null || echo 2)" >>"$log" 2>&1 ||
+jobs=$(nproc 2>&1) || jobs=2
+[[ $jobs =~ ^[0-9]+$ ]] || jobs=2
+cmake --build "$out/build" --target ggml-base -j "$jobs" >>"$log" 2>&1 ||
     giveup "ggml-base does not build"
 lib=$(find "$out/build" -name 'libggml-base.a' | head -n 1)
 [ -n "$lib" ] || giveup "libggml-base.a not found"
