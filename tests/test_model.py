@@ -146,6 +146,13 @@ def tmpdir():
     return tempfile.mkdtemp(dir=TMP)
 
 
+def child_log():
+    """The path of a file for the output of children nobody reads (runs killed on
+    purpose; append to it): in a fresh directory of its own, never one a test lists,
+    and never /dev/null (tests run as root and write no system path)."""
+    return os.path.join(tmpdir(), "child.log")
+
+
 def listing(d):
     return sorted(os.listdir(d))
 
@@ -893,8 +900,10 @@ def killed_runs_leave_no_output():
     subprocess.run(base, capture_output=True, check=True, timeout=600)
     full = time.monotonic() - t0
     os.unlink(out)
+    log = child_log()
     for sig, frac in ((signal.SIGKILL, 0.3), (signal.SIGKILL, 0.6), (signal.SIGTERM, 0.3), (signal.SIGINT, 0.5)):
-        p = subprocess.Popen(base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(log, "ab") as f:  # the child has its own copy of the descriptor
+            p = subprocess.Popen(base, stdout=f, stderr=f)
         time.sleep(full * frac)
         p.send_signal(sig)
         rc = p.wait(timeout=600)

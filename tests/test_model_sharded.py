@@ -283,7 +283,8 @@ def failures_and_cancels_leave_no_output_directory():
     subprocess.run(cmd, capture_output=True, check=True, timeout=600)
     full = time.monotonic() - t0
     subprocess.run(["rm", "-rf", out], check=True)
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(tm.child_log(), "ab") as log:  # not in d, which is listed below
+        p = subprocess.Popen(cmd, stdout=log, stderr=log)
     time.sleep(full * 0.5)
     p.send_signal(signal.SIGTERM)
     rc = p.wait(timeout=600)

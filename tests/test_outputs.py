@@ -145,6 +145,13 @@ def workdir(root, name):
     return d
 
 
+def child_log(root):
+    """The path of a file for the output of children nobody reads (runs killed on
+    purpose; append to it): in a fresh directory of its own, never a workdir a test
+    lists, and never /dev/null (tests run as root and write no system path)."""
+    return os.path.join(tempfile.mkdtemp(prefix="child-log.", dir=root), "child.log")
+
+
 @test
 def character_devices_stay_devices(fx, root):
     d = workdir(root, "chr")
@@ -389,6 +396,7 @@ def kill_9_leaves_nothing(fx, root):
     os.unlink(out)
     rng = random.Random(2026)
     outcomes = {"untouched": 0, "complete": 0}
+    log = child_log(root)
     for k in range(20):
         if os.path.exists(out):  # half the runs replace an old output, half create one
             os.unlink(out)
@@ -396,7 +404,8 @@ def kill_9_leaves_nothing(fx, root):
             with open(out, "wb") as f:
                 f.write(b"old output")
         before = listing(d)
-        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(log, "ab") as f:  # the child has its own copy of the descriptor
+            p = subprocess.Popen(argv, stdout=f, stderr=f)
         time.sleep(rng.uniform(0.0, full * 1.1))
         p.kill()
         p.wait(60)
@@ -414,7 +423,8 @@ def kill_9_leaves_nothing(fx, root):
     env = dict(os.environ, QKERN_ATOMIC_NAMED="1")
     os.unlink(out) if os.path.exists(out) else None
     before = listing(d)
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    with open(log, "ab") as f:
+        p = subprocess.Popen(argv, stdout=f, stderr=f, env=env)
     time.sleep(full * 0.5)
     p.kill()
     p.wait(60)
@@ -437,6 +447,7 @@ def sigint_sigterm_leave_targets(fx, root):
     whole = digest(out)
     rng = random.Random(7)
     seen = {}
+    log = child_log(root)
     for k in range(12):
         sig = (signal.SIGINT, signal.SIGTERM)[k % 2]
         named = "1" if k % 3 == 2 else "0"
@@ -444,8 +455,9 @@ def sigint_sigterm_leave_targets(fx, root):
             f.write(b"old output")
         os.chmod(out, 0o600)
         before = listing(d)
-        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             env=dict(os.environ, QKERN_ATOMIC_NAMED=named))
+        with open(log, "ab") as f:
+            p = subprocess.Popen(argv, stdout=f, stderr=subprocess.PIPE,
+                                 env=dict(os.environ, QKERN_ATOMIC_NAMED=named))
         time.sleep(rng.uniform(0.0, full * 1.1))
         p.send_signal(sig)
         _, err = p.communicate(timeout=60)
