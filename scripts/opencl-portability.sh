@@ -23,7 +23,8 @@ PKGS=build-essential,cmake,pkg-config,libcmocka-dev,libcjson-dev,python3,python3
 # numpy_parity_opencl is left out: Debian 13's
 # numpy 2 returns float32 percentiles for float32 input, not numpy 1.24's double.
 TESTS=${QKERN_PORTABILITY_TESTS:-'^(test_ops_opencl|test_calibrate_opencl|test_blocks_opencl|test_large_opencl|test_segments_opencl|test_segments_opencl_gpu|test_blocks_opencl_pieces|test_opencl_chunked|test_opencl_portable|test_ggml_opencl|test_ggml_opencl_pieces)$'}
-JOBS=$(nproc 2>/dev/null || echo 2)
+JOBS=$(nproc 2>&1) || JOBS=2
+[[ $JOBS =~ ^[0-9]+$ ]] || JOBS=2
 
 [ "$(id -u)" -eq 0 ] || { echo "opencl-portability.sh: run as root (debootstrap, chroot, mounts)" >&2; exit 1; }
 styles=(cpu gpu)
@@ -32,7 +33,7 @@ if [ $# -ge 1 ]; then styles=("$1"); fi
 if [ $# -ge 2 ]; then fp64s=("$2"); fi
 
 if [ ! -x "$CHROOT/usr/bin/cmake" ]; then
-    command -v debootstrap > /dev/null || { echo "opencl-portability.sh: needs debootstrap (apt-get install debootstrap)" >&2; exit 1; }
+    [ -n "$(command -v debootstrap)" ] || { echo "opencl-portability.sh: needs debootstrap (apt-get install debootstrap)" >&2; exit 1; }
     mkdir -p "$DIR"
     rm -rf "$CHROOT.partial"
     echo "== debootstrap trixie into $CHROOT (once)"
@@ -44,7 +45,8 @@ fi
 # PoCL 6 aborts without /sys; llvmpipe counts CPUs there too.
 mounted=()
 cleanup() {
-    for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[i]}" 2> /dev/null || true; done
+    # umount's complaints go to a log in DIR (nothing is written to /dev/null)
+    for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[i]}" >> "$DIR/umount.log" 2>&1 || true; done
 }
 trap cleanup EXIT
 for m in proc sys dev; do
