@@ -44,6 +44,7 @@ fi
 
 # PoCL 6 aborts without /sys; llvmpipe counts CPUs there too.
 mounted=()
+# shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
     # umount's complaints go to a log in DIR (nothing is written to /dev/null)
     for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[i]}" >> "$DIR/umount.log" 2>&1 || true; done
@@ -63,7 +64,8 @@ mkdir -p "$CHROOT/qkern/src"
 (cd "$ROOT" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | tar -xf - -C "$CHROOT/qkern/src"
 chroot "$CHROOT" /bin/bash -c "cmake -S /qkern/src -B /qkern/build -DCMAKE_BUILD_TYPE=Release > /qkern/configure.log 2>&1 &&
     cmake --build /qkern/build -j $JOBS 2>&1 | grep -E 'warning|error' ; test -x /qkern/build/qkern" ||
-    { echo "build failed in the chroot"; cat "$CHROOT/qkern/configure.log" | tail -20; exit 1; }
+    { echo "build failed in the chroot"; tail -20 "$CHROOT/qkern/configure.log"; exit 1; }
+# shellcheck disable=SC2016  # ${Version} is dpkg-query's, not the shell's
 mesa=$(chroot "$CHROOT" dpkg-query -W -f='${Version}' mesa-opencl-icd)
 echo "   Mesa rusticl $mesa (mesa-opencl-icd), Debian $(cat "$CHROOT/etc/debian_version")"
 
@@ -71,7 +73,7 @@ status=0
 summary=()
 for fp in "${fp64s[@]}"; do
     for style in "${styles[@]}"; do
-        env=(OCL_ICD_VENDORS=rusticl.icd RUSTICL_ENABLE=llvmpipe QKERN_TEST_DEVICE=0 QKERN_OPENCL_STYLE=$style
+        env=(OCL_ICD_VENDORS=rusticl.icd RUSTICL_ENABLE=llvmpipe QKERN_TEST_DEVICE=0 "QKERN_OPENCL_STYLE=$style"
              QKERN_CACHE_DIR=/qkern/build/cache)
         [ "$fp" = fp64 ] && env+=(RUSTICL_FEATURES=fp64)
         echo "== rusticl llvmpipe, $style style, $fp"

@@ -84,16 +84,16 @@ else
 fi
 
 # The CPU backend's outputs, the reference.
-Q="--bits 4 --calib gridsearch:99:100:0.25"
+Q=(--bits 4 --calib gridsearch:99:100:0.25)
 QKERN_BACKEND=cpu "$QKERN" stats x.npy -p 1 -p 50 -p 99.9 > cpu.stats || fail=1
-QKERN_BACKEND=cpu "$QKERN" quantize x.npy -o cpu.q.npy $Q --json > cpu.q.json || fail=1
+QKERN_BACKEND=cpu "$QKERN" quantize x.npy -o cpu.q.npy "${Q[@]}" --json > cpu.q.json || fail=1
 read -r scale zp < <("$PY" -c "import json; d = json.load(open('cpu.q.json')); print(repr(d['scale']), d['zero_point'])")
 QKERN_BACKEND=cpu "$QKERN" dequantize cpu.q.npy -o cpu.dq.npy --scale "$scale" --zero-point "$zp" > cpu.dq.out || fail=1
 QKERN_BACKEND=cpu "$QKERN" quantize-model model.safetensors -o cpu.m.safetensors --granularity channel:0 > cpu.m.out ||
     fail=1
 
 for style in cpu gpu; do
-    e=(QKERN_BACKEND=opencl QKERN_OPENCL_STYLE=$style QKERN_OPENCL_ROUNDEVEN=0)
+    e=(QKERN_BACKEND=opencl "QKERN_OPENCL_STYLE=$style" QKERN_OPENCL_ROUNDEVEN=0)
     [ $style = cpu ] && e+=(QKERN_OPENCL_PREFILTER=0)
     og "$style.stats" "${e[@]}" -- stats x.npy -p 1 -p 50 -p 99.9
     # the report names the backend and device; the numbers must be the CPU's
@@ -102,7 +102,7 @@ for style in cpu gpu; do
     else
         echo "FAIL $style stats differ from the CPU backend's:"; diff cpu.stats "$style.stats.out" | head; fail=1
     fi
-    og "$style.quantize" "${e[@]}" -- quantize x.npy -o "$style.q.npy" $Q
+    og "$style.quantize" "${e[@]}" -- quantize x.npy -o "$style.q.npy" "${Q[@]}"
     same cpu.q.npy "$style.q.npy"
     og "$style.dequantize" "${e[@]}" -- dequantize cpu.q.npy -o "$style.dq.npy" --scale "$scale" --zero-point "$zp"
     same cpu.dq.npy "$style.dq.npy"

@@ -8,10 +8,13 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cmake --install "$build" --prefix "$tmp/prefix" > "$tmp/install.log"
-libdir=$(ls -d "$tmp"/prefix/lib*/ | head -n1)
+libdirs=("$tmp"/prefix/lib*/)
+libdir=${libdirs[0]}
+[ -d "$libdir" ] || { echo "install: no lib directory under $tmp/prefix"; exit 1; }
 test -f "$tmp/prefix/include/qkern.h"
 test -x "$tmp/prefix/bin/qkern"
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
+# shellcheck disable=SC2086,SC2046  # $flags and pkg-config's output are lists of flags
 cc -std=c11 -Wall -Wextra -Werror $flags "$src/examples/quantize_example.c" $(pkg-config --cflags --libs qkern) -lm \
    -Wl,-rpath,"$libdir" -o "$tmp/example_pc"
 "$tmp/example_pc"

@@ -10,6 +10,7 @@
 # (the crashing input is kept and its path printed); 77 skipped: no clang that
 # can link -fsanitize=fuzzer (Debian: clang-14 with libclang-rt-14-dev).
 # $QK_FUZZ_CC picks the compiler; $QK_FUZZ_KEEP=1 keeps the work directory.
+# shellcheck disable=SC2317  # cleanup runs from the EXIT trap, seeds_TARGET by name
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -151,7 +152,7 @@ open(out + '/align64', 'wb').write(gguf([kv('general.alignment', 4, struct.pack(
 PY
 }
 
-seeds_$target
+"seeds_$target"
 dict=()
 [ "$target" = safetensors ] && dict=(-dict="$work/dict")
 echo "fuzzing the $target reader for ${secs}s"
@@ -166,5 +167,5 @@ if [ "$rc" -ne 0 ]; then
     ls -l "$work/artifacts"
     exit 1
 fi
-echo "PASSED: no crash in ${secs}s ($(ls "$work/corpus" | wc -l) corpus inputs)"
+echo "PASSED: no crash in ${secs}s ($(find "$work/corpus" -maxdepth 1 -type f | wc -l) corpus inputs)"
 exit 0
