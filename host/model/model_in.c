@@ -362,6 +362,8 @@ qk_status mi_open(model_in *m, const char *path, char *err, size_t err_len)
             st = QK_ERR_NO_MEMORY;
         }
     } else {
+        if (ends_with(path, mi_gguf.suffix))
+            m->fmt = &mi_gguf;
         st = names_add(&files, path) ? QK_ERR_NO_MEMORY : QK_OK;
         if (st != QK_OK)
             qk_io_error(err, err_len, "out of memory");
