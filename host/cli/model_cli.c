@@ -157,8 +157,10 @@ int model_cli_check_output(const char *cmd, const char **output, const char *inp
     struct stat st;
     size_t n = strlen(input);
     static const char idx[] = ".index.json";
-    int dir_out = max_shard_size > 0 || (stat(input, &st) == 0 && S_ISDIR(st.st_mode)) ||
-                  (n >= sizeof idx - 1 && strcmp(input + n - (sizeof idx - 1), idx) == 0);
+    size_t on = strlen(*output);
+    int gguf_out = on >= 5 && strcmp(*output + on - 5, ".gguf") == 0; /* one file, whatever the input */
+    int dir_out = !gguf_out && (max_shard_size > 0 || (stat(input, &st) == 0 && S_ISDIR(st.st_mode)) ||
+                  (n >= sizeof idx - 1 && strcmp(input + n - (sizeof idx - 1), idx) == 0));
     if (!dir_out)
         return cli_check_output(cmd, output, &input, 1);
     struct stat o;
