@@ -112,6 +112,7 @@ def model_tensors(rng):
         ("l3.w", "F32", (5, 48), f((5, 48))),      # rows of 48: no 32- or 256-element blocks fit
         ("l4.w", "F32", (2, 2, 32), f((2, 2, 32))),
         ("pos", "I64", (6,), np.arange(6, dtype=np.int64)),
+        ("big.w", "F32", (256, 512), f((256, 512))),  # 512 KiB: pieces under --memory-limit 1M
     ]
 
 
@@ -227,6 +228,13 @@ def test_safetensors(args, gguf, qk, cpu, tmp, backends):
                     fail("%s: metadata %s = %r, expected %r" % (where, k, fields.get(k), v))
             with open(out, "rb") as f:
                 data = f.read()
+            if tname in ("Q4_K", "Q8_0"):  # in pieces of whole rows, two jobs: the same file
+                out2 = out + ".pieces.gguf"
+                r = run(args, "quantize-model", path, "-o", out2, "--type", tname, "--backend", be,
+                        "--memory-limit", "1M", "--jobs", "2")
+                with open(out2, "rb") as f:
+                    if r.returncode != 0 or f.read() != data:
+                        fail("%s: --memory-limit 1M --jobs 2 gives another file (%s)" % (where, r.stderr.strip()))
             if be == "cpu":
                 cpu_bytes[tname] = data
             elif cpu_bytes.get(tname) != data:
@@ -410,6 +418,10 @@ def test_errors(args, tmp):
     u8 = os.path.join(tmp, "u8.safetensors")
     write_st(u8, [("w", "F32", (2, 32), rng.standard_normal((2, 32)).astype(np.float32)),
                   ("mask", "U8", (4,), np.ones(4, np.uint8))])
+    nan = os.path.join(tmp, "nan.safetensors")
+    xn = rng.standard_normal((2, 32)).astype(np.float32)
+    xn[1, 3] = np.nan
+    write_st(nan, [("w", "F32", (2, 32), xn)])
     good = os.path.join(tmp, "good.gguf")
     r = run(args, "quantize-model", path, "-o", good, "--type", "Q8_0", "--backend", "cpu")
     if r.returncode != 0:
@@ -435,6 +447,7 @@ def test_errors(args, tmp):
         (["quantize-model", trunc, "-o", "OUT.gguf", "--type", "Q4_0"], 1, "trunc.gguf"),
         (["quantize-model", hostile, "-o", "OUT.gguf", "--type", "Q4_0"], 1, "hostile.gguf"),
         (["quantize-model", u8, "-o", "OUT.gguf", "--type", "Q4_0"], 1, "mask"),
+        (["quantize-model", nan, "-o", "OUT.gguf", "--type", "Q4_0"], 1, "finite"),
         (["dequantize-model", trunc, "-o", "OUT.safetensors"], 1, "trunc.gguf"),
         (["dequantize-model", hostile, "-o", "OUT.gguf"], 1, "hostile.gguf"),
         (["dequantize-model", good, "-o", "OUT.gguf", "--dtype", "f8"], 2, "--dtype"),

@@ -139,7 +139,10 @@ int model_cli_run(model_cli_fn fn, const char *input, const char *output, qk_mod
     if (st == QK_ERR_INVALID_ARG && strncmp(report->what, "--include ", 10) == 0)
         return cli_usage_error("quantize-model", "%s", report->what);
     cli_status_error(st, report->detail, "%s", report->what);
-    if (st == QK_ERR_NONFINITE) {
+    if (st == QK_ERR_NONFINITE && opts->ggml) {
+        fputs("qkern: hint: ggml's block formats hold finite values only; exclude the tensor with --exclude\n",
+              stderr);
+    } else if (st == QK_ERR_NONFINITE) {
         if (report->nonfinite_count > 0)
             fprintf(stderr, "qkern: hint: pass --ignore-nonfinite to skip the %" PRId64 " NaN/Inf value%s\n",
                     report->nonfinite_count, report->nonfinite_count == 1 ? "" : "s");

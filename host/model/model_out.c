@@ -80,7 +80,8 @@ static qk_status gguf_plan(const model_out *o, mo_tensor *t, size_t *order, size
                                         err_len);
     for (size_t i = 0; st == QK_OK && i < n; i++) {
         mo_tensor *x = &t[order[i]];
-        int type = x->ggml_type >= 0 ? x->ggml_type : mi_st_dtype_ggml(x->st_dtype);
+        int from_gguf = x->ggml_type >= 0; /* its GGUF shape is kept as is, 0 dimensions included */
+        int type = from_gguf ? x->ggml_type : mi_st_dtype_ggml(x->st_dtype);
         if (type < 0) {
             qk_io_error(err, err_len, "tensor '%.200s' is %s, which GGUF cannot hold (it has F32, F16, BF16, F64, I8, "
                         "I16, I32, I64 and ggml's block types)", x->name, x->st_dtype);
@@ -94,7 +95,8 @@ static qk_status gguf_plan(const model_out *o, mo_tensor *t, size_t *order, size
             break;
         }
         int64_t ne[QK_GGUF_MAX_DIMS] = {1, 1, 1, 1};
-        uint32_t nd = x->ndim ? (uint32_t)x->ndim : 1; /* a scalar: one element (GGUF needs a dimension) */
+        /* a safetensors scalar: one element of one dimension (what ggml's tensors have) */
+        uint32_t nd = x->ndim || from_gguf ? (uint32_t)x->ndim : 1;
         for (int d = 0; d < x->ndim; d++)
             ne[d] = x->shape[x->ndim - 1 - d];
         x->ggml_type = type;
