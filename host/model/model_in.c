@@ -301,7 +301,8 @@ static qk_status list_extra(model_in *m, char *err, size_t err_len)
         qk_io_error(err, err_len, "out of memory");
         return QK_ERR_NO_MEMORY;
     }
-    qsort(ex.v, ex.n, sizeof *ex.v, cmp_str);
+    if (ex.n) /* no other file: ex.v is NULL, which qsort must not get */
+        qsort(ex.v, ex.n, sizeof *ex.v, cmp_str);
     m->extra = ex.v;
     m->n_extra = ex.n;
     return QK_OK;
