@@ -314,6 +314,17 @@ def test_gguf_input(args, gguf, qk, cpu, tmp, backends):
                     if int(tb.tensor_type) != int(gguf.GGMLQuantizationType[tname]) or \
                             bytes(qk.ggml_quantize(cpu, np.ascontiguousarray(x), int(tb.tensor_type))) != tensor_bytes(tb):
                         fail("%s: %s not quantized as qk_ggml_quantize" % (where, ta.name))
+    # nothing left to quantize (every matrix already Q8_0): the input's file_type stays
+    q8 = os.path.join(tmp, "py_Q8_0_cpu.gguf")
+    again = os.path.join(tmp, "again.gguf")
+    r = run(args, "quantize-model", q8, "-o", again, "--type", "Q4_K", "--backend", "cpu", "--json")
+    if r.returncode != 0:
+        fail("requantize: exit %d: %s" % (r.returncode, r.stderr.strip()))
+    else:
+        reasons = {t["name"]: t["reason"] for t in json.loads(r.stdout)["tensors"]}
+        fa, fb = fields_of(gguf.GGUFReader(q8)), fields_of(gguf.GGUFReader(again))
+        if fa != fb or reasons.get("tok.weight") != "already in a ggml block type":
+            fail("requantize: keys changed or reason %r" % reasons.get("tok.weight"))
     print("gguf-py GGUF -> GGUF: keys, values and kept tensors copied")
 
 

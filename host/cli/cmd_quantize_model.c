@@ -612,6 +612,7 @@ static void report_ggml_text(const run *r, const totals *tot)
         printf("\n");
     }
     static const char *const reasons[] = {"fewer than 2 dimensions", "not a float tensor",
+                                          "already in a ggml block type",
                                           "row length not a multiple of the block size", "excluded by --exclude",
                                           "empty"};
     printf("  kept in their type: %zu tensor%s", tot->kept, tot->kept == 1 ? "" : "s");

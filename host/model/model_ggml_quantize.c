@@ -57,7 +57,8 @@ static qk_status plan_items(mr_run *r, const char *const *reasons, int64_t blck,
         it->src = i;
         it->ggml = t->ggml_type;
         if (!is_float(t->dtype)) {
-            it->reason = "not a float tensor";
+            const qk_ggml_type_traits *tt = t->ggml_type >= 0 ? qk_ggml_type_get((uint32_t)t->ggml_type) : NULL;
+            it->reason = tt && tt->blck_size > 1 ? "already in a ggml block type" : "not a float tensor";
             continue;
         }
         if ((it->reason = reasons[i]) != NULL)
@@ -89,10 +90,10 @@ static void put_u32(unsigned char *p, uint32_t v)
 }
 
 /* Metadata: a GGUF input's keys in order (typed, by encoding), or the union
- * of a safetensors input's string metadata over its shards (first wins); then
- * general.file_type and general.quantization_version, which replace the
- * input's values in place. */
-static qk_status plan_output(mr_run *r, int any_quantized)
+ * of a safetensors input's string metadata over its shards (first wins); then,
+ * when some tensor got the type, general.file_type and (a block type)
+ * general.quantization_version, which replace the input's values in place. */
+static qk_status plan_output(mr_run *r, int any, int block_type)
 {
     qk_status st = mr_assign_shards(r, NULL);
     if (st != QK_OK)
@@ -140,8 +141,9 @@ static qk_status plan_output(mr_run *r, int any_quantized)
     unsigned char ft[4], qv[4];
     put_u32(ft, file_type(r->o->ggml_type));
     put_u32(qv, 2);
-    kv[n_kv++] = (mo_kv){"general.file_type", QK_GGUF_UINT32, ft, 4};
-    if (any_quantized)
+    if (any) /* a file where nothing got the type keeps the input's file_type */
+        kv[n_kv++] = (mo_kv){"general.file_type", QK_GGUF_UINT32, ft, 4};
+    if (any && block_type)
         kv[n_kv++] = (mo_kv){"general.quantization_version", QK_GGUF_UINT32, qv, 4};
     r->out.kv = kv;
     r->out.n_kv = n_kv;
@@ -261,7 +263,7 @@ qk_status mg_quantize(mr_run *r, const char *const *reasons)
         any |= r->items[i].kind == MR_QUANT;
     int block_type = blck > 1;
     if (st == QK_OK)
-        st = plan_output(r, any && block_type);
+        st = plan_output(r, any, block_type);
     if (st == QK_OK) {
         for (size_t i = 0; i < r->n_items; i++)
             r->prog.bytes_total += r->in.t[r->items[i].src].nbytes;
