@@ -422,6 +422,32 @@ def test_sharded(args, gguf, tmp):
     print("sharded safetensors -> one GGUF")
 
 
+def test_fifo(args, tmp):
+    """An output that cannot seek (a FIFO): tensors in file order, the alignment
+    padding written as zeros between them; the bytes are the regular file's."""
+    import threading
+    rng = np.random.default_rng(21)
+    path = os.path.join(tmp, "fifo.safetensors")
+    write_st(path, [("a", "F32", (3, 64), rng.standard_normal((3, 64)).astype(np.float32)),  # 108 bytes of Q4_0
+                    ("b", "F32", (64,), rng.standard_normal(64).astype(np.float32)),
+                    ("c", "F32", (2, 256), rng.standard_normal((2, 256)).astype(np.float32))])
+    reg = os.path.join(tmp, "fifo_reg.gguf")
+    r = run(args, "quantize-model", path, "-o", reg, "--type", "Q4_0", "--backend", "cpu")
+    fifo = os.path.join(tmp, "fifo.gguf")
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+    reader.start()
+    r2 = run(args, "quantize-model", path, "-o", fifo, "--type", "Q4_0", "--backend", "cpu")
+    reader.join(30)
+    with open(reg, "rb") as f:
+        want = f.read()
+    if r.returncode != 0 or r2.returncode != 0 or not got or got[0] != want:
+        fail("FIFO output: exit %d/%d (%s), %s bytes vs %d" % (r.returncode, r2.returncode, r2.stderr.strip(),
+                                                                len(got[0]) if got else None, len(want)))
+    print("a FIFO output: the same bytes, written in order")
+
+
 def test_errors(args, tmp):
     rng = np.random.default_rng(20)
     path = os.path.join(tmp, "e.safetensors")
@@ -501,6 +527,7 @@ def main():
                        (test_gguf_input, (args, gguf, qk, cpu, tmp, backends)),
                        (test_dequantize, (args, gguf, tmp, backends)),
                        (test_sharded, (args, gguf, tmp)),
+                       (test_fifo, (args, tmp)),
                        (test_errors, (args, tmp))):
             try:
                 fn(*fa)
