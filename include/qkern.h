@@ -487,7 +487,6 @@ typedef struct qk_model_tensor_report {
                                      (all shards, in order); quantize: its index */
     int ggml_type;                /* GGUF: the tensor's ggml type in the output (quantize) or in the
                                      input (dequantize); -1 for safetensors tensors */
-    int64_t overflow;             /* dequantize to float16: values beyond its range (the run fails) */
 } qk_model_tensor_report;
 
 typedef struct qk_model_report {
