@@ -279,7 +279,7 @@ def test_gguf_input(args, gguf, qk, cpu, tmp, backends):
     src = os.path.join(tmp, "py.gguf")
     write_py_gguf(gguf, src, rng)
     a = gguf.GGUFReader(src)
-    for tname in ("Q4_0", "Q4_K", "Q8_0"):
+    for tname in DEVICE_TYPES:
         for be in backends:
             out = os.path.join(tmp, "py_%s_%s.gguf" % (tname, be))
             r = run(args, "quantize-model", src, "-o", out, "--type", tname, "--backend", be, "--json")
