@@ -1,6 +1,7 @@
 /* qk_model_quantize: plan every tensor of a model, then quantize the selected
  * ones piece by piece, each piece's codes, scales and zero points written at
- * their planned place (the format: docs/model-format.md). */
+ * their planned place (the format: docs/model-format.md). With opts->ggml the
+ * selection made here goes to model_ggml_quantize.c, which writes GGUF. */
 #include <inttypes.h>
 #include <regex.h>
 #include <stdio.h>
