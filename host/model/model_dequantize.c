@@ -1,9 +1,10 @@
 /* qk_model_dequantize: restore the float tensors of a model written by
  * qk_model_quantize (a GGUF input: model_ggml_dequantize.c) from each shard's
  * "qkern" metadata, piece by piece: x = (q - zero_point) * scale in float32
- * per the contract, then widened to float64 or rounded (to nearest, ties to even) to float16/bfloat16. The scale
- * and zero-point tensors are dropped; every other tensor and metadata entry is
- * copied byte for byte, except the "qkern" entry itself. */
+ * per the contract, then widened to float64 or rounded (to nearest, ties to
+ * even) to float16/bfloat16. The scale and zero-point tensors are dropped;
+ * every other tensor and metadata entry is copied byte for byte, except the
+ * "qkern" entry itself. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
