@@ -81,6 +81,19 @@ PY
         $q quantize-model "$model" -o "$out/minilm.q8.safetensors" --bits 8 --scheme symmetric \
             --granularity channel:0
         $q dequantize-model "$out/minilm.q8.safetensors" -o "$out/minilm.restored.safetensors"
+        echo
+        # GGUF for llama.cpp and the rest of the ggml family. MiniLM's rows are 384
+        # (and 1536) wide: Q8_0's 32-element blocks fit every matrix, Q4_K's 256-element
+        # super-blocks only the 1536-wide ones (the FFN down projections); the others
+        # keep their float32, as llama-quantize --pure would, and the report says so.
+        local t
+        for type in Q8_0 Q4_K; do
+            echo "== all-MiniLM-L6-v2 as GGUF $type (ggml's bytes; kept tensors byte for byte)"
+            t=$(date +%s.%N)
+            $q quantize-model "$model" -o "$out/minilm.$type.gguf" --type "$type" | short_report 6
+            echo "   quantize-model --type $type: $(elapsed "$t") s"
+        done
+        $q dequantize-model "$out/minilm.Q4_K.gguf" -o "$out/minilm.Q4_K.restored.safetensors" | short_report 3
     else
         echo "== (the real model could not be downloaded: skipping it)"
     fi

@@ -448,6 +448,18 @@ typedef struct qk_model_options {
     size_t n_exclude;
     qk_model_progress_fn progress; /* optional */
     void *progress_user;
+    /* GGUF (docs/model-format.md, "GGUF models"). quantize: a qk_ggml_type
+     * makes the output a GGUF file (its path must end in .gguf; one file, no
+     * max_shard_size): every selected float tensor (the selection above, plus
+     * its row length, the last dimension, a multiple of the type's block size)
+     * becomes that type through qk_ggml_quantize; calib, granularity, axis,
+     * group_size and pack4 are not used. ggml 0 (the default, and what a
+     * zeroed struct means): qkern's integer codes into safetensors. */
+    int ggml;                     /* 1: quantize to ggml_type, into GGUF */
+    qk_ggml_type ggml_type;
+    /* dequantize of a GGUF input: the type of the restored tensors, QK_F32
+     * (the default, 0), QK_F16 or QK_BF16. */
+    qk_dtype out_dtype;
 } qk_model_options;
 
 QK_API qk_status qk_model_options_default(qk_model_options *opts);
@@ -473,6 +485,8 @@ typedef struct qk_model_tensor_report {
     int64_t clipped, elements;
     size_t entry;                 /* dequantize: its place among the quantized model's metadata entries
                                      (all shards, in order); quantize: its index */
+    int ggml_type;                /* GGUF: the tensor's ggml type in the output (quantize) or in the
+                                     input (dequantize); -1 for safetensors tensors */
 } qk_model_tensor_report;
 
 typedef struct qk_model_report {
@@ -491,11 +505,17 @@ typedef struct qk_model_report {
 } qk_model_report;
 
 /* Quantize every selected float tensor of a model (see qk_model_options). The
- * report is filled on success and on failure (what/detail); release it. */
+ * report is filled on success and on failure (what/detail); release it. With
+ * opts->ggml the output is one GGUF file (input: safetensors as above, or a
+ * *.gguf file) whose selected tensors are in opts->ggml_type: the GGUF layout,
+ * what is copied and general.file_type are in docs/model-format.md. */
 QK_API qk_status qk_model_quantize(const char *input, const char *output, const qk_model_options *opts,
                                    qk_model_report *report);
 /* Restore the float tensors of a model written by qk_model_quantize. Options
- * used: backends, jobs, memory_limit, max_shard_size, progress. */
+ * used: backends, jobs, memory_limit, max_shard_size, progress. A GGUF input
+ * (*.gguf): every tensor in a ggml block type is restored (qk_ggml_dequantize)
+ * as out_dtype into OUTPUT, a .gguf or a .safetensors file; everything else is
+ * copied byte for byte. Float16 overflow is an error naming the tensor. */
 QK_API qk_status qk_model_dequantize(const char *input, const char *output, const qk_model_options *opts,
                                      qk_model_report *report);
 QK_API void qk_model_report_release(qk_model_report *report);

@@ -482,6 +482,56 @@ static void test_open_errors(void **state)
     qk_gguf_writer_abort(w);
 }
 
+/* The in-memory header (qk_gguf_writer_new/_header) is the committed file's
+ * header, byte for byte, and its offsets are where the tensors lie. */
+static void test_header_builder(void **state)
+{
+    (void)state;
+    char err[512];
+    float a[64], c[8];
+    for (int i = 0; i < 64; i++)
+        a[i] = (float)i;
+    for (int i = 0; i < 8; i++)
+        c[i] = -(float)i;
+    const int64_t ne_a[2] = {32, 2}, ne_c[1] = {8};
+    uint32_t al = 64;
+    qk_gguf_writer *w[2] = {NULL, NULL};
+    const char *path = path_in("hdr.gguf");
+    assert_int_equal(qk_gguf_writer_begin(path, &w[0], err, sizeof err), QK_OK);
+    assert_int_equal(qk_gguf_writer_new(&w[1], err, sizeof err), QK_OK);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(qk_gguf_writer_set_scalar(w[k], "general.alignment", QK_GGUF_UINT32, &al, err, sizeof err),
+                         QK_OK);
+        assert_int_equal(qk_gguf_writer_set_string(w[k], "general.name", "h", 1, err, sizeof err), QK_OK);
+        /* the header-only writer takes tensors without data */
+        assert_int_equal(qk_gguf_writer_add_tensor(w[k], "c", 1, ne_c, 0, k ? NULL : c, sizeof c, err, sizeof err),
+                         QK_OK);
+        assert_int_equal(qk_gguf_writer_add_tensor(w[k], "a", 2, ne_a, 0, k ? NULL : a, sizeof a, err, sizeof err),
+                         QK_OK);
+    }
+    assert_int_equal(qk_gguf_writer_alignment(w[1]), 64);
+    unsigned char *head = NULL;
+    size_t head_len = 0;
+    uint64_t off[2];
+    assert_int_equal(qk_gguf_writer_header(w[1], &head, &head_len, off, err, sizeof err), QK_OK);
+    qk_gguf_writer_free(w[1]);
+    assert_int_equal(qk_gguf_writer_commit(w[0], err, sizeof err), QK_OK);
+    size_t len;
+    unsigned char *buf = read_bytes(path, &len);
+    assert_true(len >= head_len);
+    assert_memory_equal(buf, head, head_len);
+    assert_int_equal(head_len % 64, 0);
+    assert_int_equal(off[0], head_len);
+    assert_int_equal(off[1], head_len + 64);
+    assert_memory_equal(buf + off[0], c, sizeof c);
+    assert_memory_equal(buf + off[1], a, sizeof a);
+    /* a header-only writer cannot commit */
+    assert_int_equal(qk_gguf_writer_new(&w[1], err, sizeof err), QK_OK);
+    assert_int_equal(qk_gguf_writer_commit(w[1], err, sizeof err), QK_ERR_INVALID_ARG);
+    free(head);
+    free(buf);
+}
+
 static void test_type_tables(void **state)
 {
     (void)state;
@@ -503,7 +553,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip),       cmocka_unit_test(test_truncated_anywhere),
         cmocka_unit_test(test_hostile_header),  cmocka_unit_test(test_hostile_values),
         cmocka_unit_test(test_hostile_tensors), cmocka_unit_test(test_open_errors),
-        cmocka_unit_test(test_type_tables),
+        cmocka_unit_test(test_type_tables),     cmocka_unit_test(test_header_builder),
     };
     return cmocka_run_group_tests(tests, group_setup, fixture_teardown);
 }

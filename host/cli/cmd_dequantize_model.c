@@ -2,15 +2,18 @@
  * `qkern quantize-model` from its "qkern" metadata (docs/model-format.md).
  * The work is the library's (qk_model_dequantize, host/model/): this file
  * parses the options and prints the report. */
+#include <ctype.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "args.h"
 #include "cli.h"
 #include "common_opts.h"
+#include "gguf.h"
 #include "json_out.h"
 #include "model_cli.h"
 #include "model_format.h"
@@ -28,6 +31,7 @@ void cmd_dequantize_model_usage(void)
 {
     fputs("Usage: qkern dequantize-model IN.safetensors -o OUT.safetensors [OPTIONS]\n"
           "       qkern dequantize-model IN.safetensors.index.json|IN_DIR -o OUT_DIR [OPTIONS]\n"
+          "       qkern dequantize-model IN.gguf -o OUT.gguf|OUT.safetensors [--dtype f32|f16|bf16]\n"
           "\n"
           "Restore a model written by `qkern quantize-model`: every quantized tensor comes\n"
           "back under its original name, shape and dtype, x = (q - zero_point) * scale\n"
@@ -46,8 +50,18 @@ void cmd_dequantize_model_usage(void)
           "a failure or an interrupt never leaves a partial OUT. The input is read ahead\n"
           "with posix_fadvise; QKERN_PREFETCH=0 in the environment turns that off.\n"
           "\n"
+          "GGUF input: every tensor in a ggml block type (Q4_0 ... Q8_0, Q2_K ... Q6_K)\n"
+          "is restored as ggml's dequantize_row_* does, in float32, then rounded to --dtype\n"
+          "(to nearest, ties to even); a float16 overflow is an error naming the tensor and\n"
+          "the count of values beyond 65504, and nothing is written. Other tensors are\n"
+          "copied byte for byte. Into OUT.gguf every key and value is copied byte for byte\n"
+          "(general.file_type set to 0, 1 or 32 for f32, f16, bf16); into OUT.safetensors\n"
+          "the string-valued keys become its metadata (other values are dropped) and the\n"
+          "shapes are row-major (GGUF's dimensions reversed).\n"
+          "\n"
           "Options:\n"
           "  -o, --output OUT       where to write the restored model (required)\n"
+          "  --dtype D              GGUF input: f32 (default), f16 or bf16\n"
           MODEL_CLI_HELP
           "  --json                 print {\"backend\",\"input\",\"output\",\"tensors\":[{\"name\",\n"
           "                         \"shape\",\"dtype\",\"dequantized\",\"granularity\",\"blocks\",\n"
@@ -62,12 +76,33 @@ typedef struct dm_args {
     qk_backend_kind backend;
     int json;
     model_cli_args model;
+    const char *dtype_opt;    /* --dtype as given, or NULL */
+    qk_dtype dtype;
 } dm_args;
+
+enum { OPT_DTYPE = 1200 };
+
+static int has_suffix(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* "Q4_K": ggml's name in capitals. */
+static void type_name(int type, char *buf, size_t len)
+{
+    const qk_ggml_type_traits *tt = type >= 0 ? qk_ggml_type_get((uint32_t)type) : NULL;
+    const char *n = tt ? tt->name : "?";
+    size_t k = 0;
+    for (; n[k] && k + 1 < len; k++)
+        buf[k] = (char)toupper((unsigned char)n[k]);
+    buf[k] = '\0';
+}
 
 static int parse(int argc, char **argv, dm_args *a)
 {
     static const cli_option opts[] = {CLI_OPT_OUTPUT, CLI_OPT_BACKEND, CLI_OPT_JSON, CLI_OPT_MEMORY_LIMIT, CLI_OPT_JOBS,
-                                      CLI_OPT_MAX_SHARD_SIZE};
+                                      CLI_OPT_MAX_SHARD_SIZE, {"--dtype", NULL, 1, OPT_DTYPE}};
     cli_parser p;
     cli_parser_init(&p, CMD, argc, argv, opts, CLI_N_OPTS(opts));
     const char *value;
@@ -80,6 +115,18 @@ static int parse(int argc, char **argv, dm_args *a)
                 return rc;
             continue;
         }
+        if (id == OPT_DTYPE) {
+            if (strcasecmp(value, "f32") == 0 || strcasecmp(value, "float32") == 0)
+                a->dtype = QK_F32;
+            else if (strcasecmp(value, "f16") == 0 || strcasecmp(value, "float16") == 0)
+                a->dtype = QK_F16;
+            else if (strcasecmp(value, "bf16") == 0 || strcasecmp(value, "bfloat16") == 0)
+                a->dtype = QK_BF16;
+            else
+                return cli_usage_error(CMD, "invalid --dtype '%s': expected f32, f16 or bf16", value);
+            a->dtype_opt = value;
+            continue;
+        }
         rc = cli_common_option(&common_args, id, value);
         if (rc == CLI_COMMON_NOT_MINE) /* every option of the table is a shared one */
             return cli_usage_error(CMD, "option %s is not implemented", p.opt_name);
@@ -90,6 +137,15 @@ static int parse(int argc, char **argv, dm_args *a)
         return cli_usage_error(CMD, "missing input file");
     if (!a->output)
         return cli_usage_error(CMD, "missing -o OUT.safetensors");
+    int gguf_in = has_suffix(a->input, ".gguf");
+    if (a->dtype_opt && !gguf_in)
+        return cli_usage_error(CMD, "--dtype applies to a GGUF input (a qkern-quantized model gets its original dtypes)");
+    if (has_suffix(a->output, ".gguf") && !gguf_in)
+        return cli_usage_error(CMD, "the output %s is GGUF: only a GGUF input is restored into GGUF", a->output);
+    if (gguf_in && !has_suffix(a->output, ".gguf") && !has_suffix(a->output, ".safetensors"))
+        return cli_usage_error(CMD, "the output %s of a GGUF input must end in .gguf or .safetensors", a->output);
+    if (gguf_in && a->model.max_shard_size && has_suffix(a->output, ".gguf"))
+        return cli_usage_error(CMD, "--max-shard-size: sharded GGUF output is not supported");
     return 0;
 }
 
@@ -122,6 +178,12 @@ static int report(const dm_args *a, const qk_model_report *rep)
             const qk_model_tensor_report *e = v[i];
             char shape[160], gran[32];
             model_format_shape(e->ndim, e->shape, shape, sizeof shape);
+            if (e->ggml_type >= 0) {
+                char tn[16];
+                type_name(e->ggml_type, tn, sizeof tn);
+                printf("  %s %s %s <- %s, %" PRId64 " blocks\n", e->name, shape, e->st_dtype, tn, e->blocks);
+                continue;
+            }
             qm_granularity_describe(e->granularity, e->axis, e->group_size, gran, sizeof gran);
             printf("  %s %s %s <- %d-bit %s, %s, %" PRId64 " blocks%s\n", e->name, shape, e->st_dtype, e->bits,
                    e->scheme == QK_SYMMETRIC ? "symmetric" : "asymmetric", gran, e->blocks, e->packed ? ", packed" : "");
@@ -151,7 +213,13 @@ static int report(const dm_args *a, const qk_model_report *rep)
             cli_json_int(&js, s, NULL, t->shape[d]);
         cli_json_string(&js, o, "dtype", t->st_dtype);
         cli_json_bool(&js, o, "dequantized", t->converted);
-        if (t->converted) {
+        if (t->ggml_type >= 0) { /* a GGUF input: the tensor's type there */
+            char tn[16];
+            type_name(t->ggml_type, tn, sizeof tn);
+            cli_json_string(&js, o, "ggml_type", tn);
+            if (t->converted)
+                cli_json_int(&js, o, "blocks", t->blocks);
+        } else if (t->converted) {
             char gran[32];
             qm_granularity_describe(t->granularity, t->axis, t->group_size, gran, sizeof gran);
             cli_json_string(&js, o, "granularity", gran);
@@ -191,6 +259,7 @@ int cmd_dequantize_model(int argc, char **argv)
     qk_model_options o;
     qk_model_options_default(&o);
     model_cli_apply(&a.model, &o);
+    o.out_dtype = a.dtype;
     qk_model_report rep;
     rc = model_cli_run(qk_model_dequantize, a.input, a.output, &o, &rep);
     if (rc == 0)

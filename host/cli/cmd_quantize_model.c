@@ -5,6 +5,7 @@
  *
  * The work is the library's (qk_model_quantize, host/model/): this file parses
  * the options and prints the report. */
+#include <ctype.h>
 #include <inttypes.h>
 #include <math.h>
 #include <regex.h>
@@ -16,6 +17,7 @@
 #include "calib_args.h"
 #include "cli.h"
 #include "common_opts.h"
+#include "gguf.h"
 #include "json_out.h"
 #include "model_cli.h"
 #include "model_format.h"
@@ -35,6 +37,7 @@ void cmd_quantize_model_usage(void)
 {
     fputs("Usage: qkern quantize-model MODEL.safetensors -o OUT.safetensors [OPTIONS]\n"
           "       qkern quantize-model MODEL.safetensors.index.json|MODEL_DIR -o OUT_DIR [OPTIONS]\n"
+          "       qkern quantize-model MODEL.gguf|MODEL.safetensors|INDEX.json|DIR -o OUT.gguf --type T\n"
           "\n"
           "Quantize the weights of a safetensors model. Every selected float tensor NAME\n"
           "(F32, F64, F16, BF16) is replaced by its codes under NAME (uint8/int8 up to 8\n"
@@ -75,8 +78,25 @@ void cmd_quantize_model_usage(void)
           "once the output is complete. The input is read ahead with posix_fadvise;\n"
           "QKERN_PREFETCH=0 in the environment turns that off.\n"
           "\n"
+          "GGUF (--type T; T one of Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K\n"
+          "F16 BF16 F32, any case): the output is one GGUF file (its name must end in\n"
+          ".gguf) for llama.cpp and the other ggml engines. Every selected float tensor\n"
+          "(F32, F16, BF16, F64; the selection above) whose row length (last dimension) is\n"
+          "a multiple of T's block size (32, 256 for the K-quants) becomes T, byte for byte\n"
+          "what ggml's reference quantizer writes; all others keep their type (as\n"
+          "llama-quantize --pure). From a GGUF input every key and value and every kept\n"
+          "tensor is copied byte for byte; general.file_type is set to llama.cpp's\n"
+          "LLAMA_FTYPE for T (K-quants: the _M value) and general.quantization_version to\n"
+          "2. From safetensors, the tensor names are kept, the __metadata__ entries become\n"
+          "string keys, F64/I8/I16/I32/I64 tensors keep their GGUF types and other\n"
+          "integer or 8-bit float tensors (U8, BOOL, F8_*) are an error. A sharded input\n"
+          "gives one GGUF file. --bits, --scheme, --granularity, --calib, --objective,\n"
+          "--fence-k, --narrow-range, --include-zero, --ignore-nonfinite and --pack4\n"
+          "do not apply.\n"
+          "\n"
           "Options:\n"
           "  -o, --output OUT       where to write the quantized model (required)\n"
+          "  --type T               write GGUF with ggml type T (see above)\n"
           "  --bits B               bit width, 2..16 (default 8)\n"
           "  --scheme S             asymmetric (unsigned codes, zero point; default)\n"
           "                         or symmetric (signed codes, zero point 0)\n"
@@ -102,6 +122,10 @@ void cmd_quantize_model_usage(void)
           "                         peak_rss: the process's VmHWM in bytes)\n"
           "  -h, --help             show this help\n"
           "\n"
+          "With --type, --json has \"type\" and per tensor \"ggml_type\" (its type in the\n"
+          "output), \"blocks\", \"mse\", \"sqnr_db\" (measured by dequantizing the written\n"
+          "blocks on the same backend).\n"
+          "\n"
           "Report: per quantized tensor its blocks, the chosen percentile (min/median/max\n"
           "over blocks; 100 for minmax), MSE and SQNR = 10*log10(sum x^2 / sum (x - x')^2)\n"
           "in dB over the tensor, and how many values were clipped; then totals. A progress\n"
@@ -109,7 +133,7 @@ void cmd_quantize_model_usage(void)
           stdout);
 }
 
-enum { OPT_GRANULARITY = 1000, OPT_INCLUDE, OPT_EXCLUDE, OPT_PACK4 };
+enum { OPT_GRANULARITY = 1000, OPT_INCLUDE, OPT_EXCLUDE, OPT_PACK4, OPT_TYPE };
 
 typedef struct patterns {
     regex_t re[MAX_PATTERNS];
@@ -127,7 +151,36 @@ typedef struct qm_args {
     int pack4, json;
     qk_backend_kind backend;
     model_cli_args model;
+    int ggml;                 /* --type given */
+    qk_ggml_type type;
+    const char *int_opt;      /* the first option of the integer codes given (none with --type) */
 } qm_args;
+
+/* "Q4_K", "BF16", "IQ2_XXS": ggml's name of a type in capitals, or "?". */
+static void type_name(int type, char *buf, size_t len)
+{
+    const qk_ggml_type_traits *tt = type >= 0 ? qk_ggml_type_get((uint32_t)type) : NULL;
+    const char *n = tt ? tt->name : "?";
+    size_t k = 0;
+    for (; n[k] && k + 1 < len; k++)
+        buf[k] = (char)toupper((unsigned char)n[k]);
+    buf[k] = '\0';
+}
+
+static int parse_type(const char *value, qm_args *a)
+{
+    if (qk_ggml_type_parse(value, &a->type) != QK_OK || qk_ggml_type_info(a->type, NULL, NULL, NULL) != QK_OK)
+        return cli_usage_error(CMD, "invalid --type '%s': expected one of Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K "
+                               "Q5_K Q6_K F16 BF16 F32", value);
+    a->ggml = 1;
+    return 0;
+}
+
+static int has_suffix(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
 
 static void free_patterns(patterns *p)
 {
@@ -194,6 +247,7 @@ static int parse(int argc, char **argv, qm_args *a)
         CLI_OPT_JSON,         {"--granularity", NULL, 1, OPT_GRANULARITY},
         {"--include", NULL, 1, OPT_INCLUDE}, {"--exclude", NULL, 1, OPT_EXCLUDE},
         {"--pack4", NULL, 0, OPT_PACK4}, CLI_OPT_MEMORY_LIMIT, CLI_OPT_JOBS, CLI_OPT_MAX_SHARD_SIZE,
+        {"--type", NULL, 1, OPT_TYPE},
     };
     cli_parser p;
     cli_parser_init(&p, CMD, argc, argv, opts, CLI_N_OPTS(opts));
@@ -211,7 +265,13 @@ static int parse(int argc, char **argv, qm_args *a)
             continue;
         if (common != CLI_COMMON_NOT_MINE)
             return common;
+        if (id != OPT_INCLUDE && id != OPT_EXCLUDE && id != OPT_TYPE && !a->int_opt)
+            a->int_opt = p.opt_name; /* every other option here is one of the integer codes' */
         switch (id) {
+        case OPT_TYPE:
+            if ((rc = parse_type(value, a)) != 0)
+                return rc;
+            break;
         case OPT_CALIB:
             if ((rc = cli_parse_calib(CMD, value, &a->calib)) != 0)
                 return rc;
@@ -244,6 +304,17 @@ static int parse(int argc, char **argv, qm_args *a)
         return cli_usage_error(CMD, "missing input file");
     if (!a->output)
         return cli_usage_error(CMD, "missing -o OUT.safetensors");
+    if (a->ggml && a->int_opt)
+        return cli_usage_error(CMD, "%s is an option of qkern's integer codes; it does not apply with --type", a->int_opt);
+    if (a->ggml && !has_suffix(a->output, ".gguf"))
+        return cli_usage_error(CMD, "--type writes GGUF: the output %s must end in .gguf", a->output);
+    if (a->ggml && a->model.max_shard_size)
+        return cli_usage_error(CMD, "--max-shard-size: sharded GGUF output is not supported (one .gguf is written)");
+    if (!a->ggml && has_suffix(a->output, ".gguf"))
+        return cli_usage_error(CMD, "the output %s is GGUF: choose its ggml type with --type (e.g. --type Q4_K)",
+                               a->output);
+    if (!a->ggml && has_suffix(a->input, ".gguf"))
+        return cli_usage_error(CMD, "the input %s is GGUF: quantize it with --type into a .gguf output", a->input);
     if (a->pack4 && a->calib.bits > 4)
         return cli_usage_error(CMD, "--pack4 needs --bits 4 or fewer (got %d)", a->calib.bits);
     return cli_calib_check(CMD, &a->calib);
@@ -445,6 +516,131 @@ static void report_text(const run *r, const totals *tot)
                rep->files_copied == 1 ? "" : "s");
 }
 
+/* ---- the GGUF report (--type) ---------------------------------------------------------- */
+
+static int report_ggml_json(const run *r, const totals *tot)
+{
+    const qm_args *a = r->a;
+    const qk_model_report *rep = &r->rep;
+    cli_json js;
+    cli_json_init(&js);
+    cJSON *root = js.root;
+    char tn[16];
+    cli_json_string(&js, root, "backend", qk_backend_name(rep->backend));
+    cli_json_string(&js, root, "input", a->input);
+    cli_json_string(&js, root, "output", a->output);
+    cli_json_string(&js, root, "format", "gguf");
+    type_name((int)a->type, tn, sizeof tn);
+    cli_json_string(&js, root, "type", tn);
+    cJSON *sel = cli_json_object(&js, root, "selection");
+    cli_json_string(&js, sel, "rule", r->rule);
+    cJSON *inc = cli_json_array(&js, sel, "include"), *exc = cli_json_array(&js, sel, "exclude");
+    for (size_t i = 0; i < a->include.n; i++)
+        cli_json_string(&js, inc, NULL, a->include.src[i]);
+    for (size_t i = 0; i < a->exclude.n; i++)
+        cli_json_string(&js, exc, NULL, a->exclude.src[i]);
+    cJSON *arr = cli_json_array(&js, root, "tensors");
+    for (size_t i = 0; i < rep->n_tensors; i++) {
+        const qk_model_tensor_report *t = &rep->tensors[i];
+        cJSON *o = cli_json_object(&js, arr, NULL);
+        cli_json_string(&js, o, "name", t->name);
+        cJSON *shape = cli_json_array(&js, o, "shape");
+        for (int d = 0; d < t->ndim; d++)
+            cli_json_int(&js, shape, NULL, t->shape[d]);
+        cli_json_string(&js, o, "dtype", t->st_dtype);
+        cli_json_bool(&js, o, "quantized", t->converted);
+        type_name(t->ggml_type, tn, sizeof tn);
+        cli_json_string(&js, o, "ggml_type", tn);
+        if (!t->converted) {
+            cli_json_string(&js, o, "reason", t->reason);
+            static const char *const nulls[] = {"blocks", "mse", "sqnr_db"};
+            for (size_t k = 0; k < sizeof nulls / sizeof nulls[0]; k++)
+                cli_json_null(&js, o, nulls[k]);
+            continue;
+        }
+        cli_json_int(&js, o, "blocks", t->blocks);
+        cli_json_double(&js, o, "mse", t->mse);
+        cli_json_double(&js, o, "sqnr_db", sqnr_db(t->sum_squares, t->sse)); /* lossless: null */
+        cli_json_int(&js, o, "elements", t->elements);
+        cli_json_double(&js, o, "sum_squares", t->sum_squares);
+    }
+    cJSON *tj = cli_json_object(&js, root, "totals");
+    cli_json_uint(&js, tj, "tensors", rep->n_tensors);
+    cli_json_uint(&js, tj, "tensors_quantized", tot->quantized);
+    cli_json_uint(&js, tj, "tensors_kept", tot->kept);
+    cli_json_int(&js, tj, "elements_quantized", tot->elements);
+    cli_json_uint(&js, tj, "bytes_in", rep->bytes_in);
+    cli_json_uint(&js, tj, "bytes_out", rep->bytes_out);
+    cli_json_double(&js, tj, "mse", tot->elements ? tot->sse / (double)tot->elements : NAN);
+    cli_json_double(&js, tj, "sqnr_db", tot->elements ? sqnr_db(tot->sumsq, tot->sse) : NAN);
+    cli_json_uint(&js, tj, "shards_in", rep->shards_in);
+    cli_json_uint(&js, tj, "shards_out", rep->shards_out);
+    json_run(&js, rep);
+    int rc = cli_json_emit(&js);
+    cli_json_free(&js);
+    return rc;
+}
+
+static void report_ggml_text(const run *r, const totals *tot)
+{
+    const qm_args *a = r->a;
+    const qk_model_report *rep = &r->rep;
+    char tn[16];
+    type_name((int)a->type, tn, sizeof tn);
+    printf("%s -> %s: %zu of %zu tensors quantized to %s (GGUF), backend %s\n", a->input, a->output, tot->quantized,
+           rep->n_tensors, tn, qk_backend_name(rep->backend));
+    printf("  selection: %s, rows a multiple of the block size\n", r->rule);
+    if (tot->quantized) {
+        size_t w = 4;
+        for (size_t i = 0; i < rep->n_tensors; i++)
+            if (rep->tensors[i].converted && strlen(rep->tensors[i].name) > w)
+                w = strlen(rep->tensors[i].name);
+        if (w > 60)
+            w = 60;
+        printf("\n  %-*s %-14s %-5s %-5s %9s %12s %8s\n", (int)w, "name", "shape", "dtype", "type", "blocks", "mse",
+               "sqnr_db");
+        for (size_t i = 0; i < rep->n_tensors; i++) {
+            const qk_model_tensor_report *t = &rep->tensors[i];
+            if (!t->converted)
+                continue;
+            char shape[64], sq[16];
+            model_format_shape(t->ndim, t->shape, shape, sizeof shape);
+            format_sqnr(sq, sizeof sq, sqnr_db(t->sum_squares, t->sse));
+            printf("  %-*s %-14s %-5s %-5s %9" PRId64 " %12.5g %8s\n", (int)w, t->name, shape, t->st_dtype, tn,
+                   t->blocks, t->mse, sq);
+        }
+        printf("\n");
+    }
+    static const char *const reasons[] = {"fewer than 2 dimensions", "not a float tensor",
+                                          "already in a ggml block type",
+                                          "row length not a multiple of the block size", "excluded by --exclude",
+                                          "empty"};
+    printf("  kept in their type: %zu tensor%s", tot->kept, tot->kept == 1 ? "" : "s");
+    const char *sep = " (";
+    for (size_t k = 0; k < sizeof reasons / sizeof reasons[0]; k++) {
+        size_t c = 0;
+        for (size_t i = 0; i < rep->n_tensors; i++)
+            c += !rep->tensors[i].converted && strcmp(rep->tensors[i].reason, reasons[k]) == 0;
+        if (c) {
+            printf("%s%zu %s", sep, c, reasons[k]);
+            sep = ", ";
+        }
+    }
+    printf("%s\n", sep[0] == ',' ? ")" : "");
+    char sq[16];
+    format_sqnr(sq, sizeof sq, sqnr_db(tot->sumsq, tot->sse));
+    if (tot->elements)
+        printf("  total: %" PRId64 " values quantized, mse %.6g, sqnr %s dB\n", tot->elements,
+               tot->sse / (double)tot->elements, sq);
+    else
+        printf("  total: nothing quantized\n");
+    char in[16], out[16];
+    cli_format_size(rep->bytes_in, in, sizeof in);
+    cli_format_size(rep->bytes_out, out, sizeof out);
+    printf("  size: %s -> %s (%.1f%%)\n", in, out,
+           rep->bytes_in ? 100.0 * (double)rep->bytes_out / (double)rep->bytes_in : 0.0);
+}
+
 /* Tensors an --include pattern asked for that are not floating point: said,
  * so that a pattern that only matches integer tensors is not silently void. */
 static void list_skipped_includes(const patterns *inc, const qk_model_report *rep)
@@ -498,6 +694,8 @@ int cmd_quantize_model(int argc, char **argv)
         o.n_include = a.include.n;
         o.exclude = a.exclude.src;
         o.n_exclude = a.exclude.n;
+        o.ggml = a.ggml;
+        o.ggml_type = a.type;
         rc = model_cli_run(qk_model_quantize, a.input, a.output, &o, &r.rep);
         if (rc == 0)
             list_skipped_includes(&a.include, &r.rep);
@@ -516,7 +714,11 @@ int cmd_quantize_model(int argc, char **argv)
                 tot.sse += t->sse;
                 tot.sumsq += t->sum_squares;
             }
-            if (a.json)
+            if (a.ggml && a.json)
+                rc = report_ggml_json(&r, &tot);
+            else if (a.ggml)
+                report_ggml_text(&r, &tot);
+            else if (a.json)
                 rc = report_json(&r, &tot);
             else
                 report_text(&r, &tot);

@@ -139,7 +139,10 @@ int model_cli_run(model_cli_fn fn, const char *input, const char *output, qk_mod
     if (st == QK_ERR_INVALID_ARG && strncmp(report->what, "--include ", 10) == 0)
         return cli_usage_error("quantize-model", "%s", report->what);
     cli_status_error(st, report->detail, "%s", report->what);
-    if (st == QK_ERR_NONFINITE) {
+    if (st == QK_ERR_NONFINITE && opts->ggml) {
+        fputs("qkern: hint: ggml's block formats hold finite values only; exclude the tensor with --exclude\n",
+              stderr);
+    } else if (st == QK_ERR_NONFINITE) {
         if (report->nonfinite_count > 0)
             fprintf(stderr, "qkern: hint: pass --ignore-nonfinite to skip the %" PRId64 " NaN/Inf value%s\n",
                     report->nonfinite_count, report->nonfinite_count == 1 ? "" : "s");
@@ -157,8 +160,10 @@ int model_cli_check_output(const char *cmd, const char **output, const char *inp
     struct stat st;
     size_t n = strlen(input);
     static const char idx[] = ".index.json";
-    int dir_out = max_shard_size > 0 || (stat(input, &st) == 0 && S_ISDIR(st.st_mode)) ||
-                  (n >= sizeof idx - 1 && strcmp(input + n - (sizeof idx - 1), idx) == 0);
+    size_t on = strlen(*output);
+    int gguf_out = on >= 5 && strcmp(*output + on - 5, ".gguf") == 0; /* one file, whatever the input */
+    int dir_out = !gguf_out && (max_shard_size > 0 || (stat(input, &st) == 0 && S_ISDIR(st.st_mode)) ||
+                  (n >= sizeof idx - 1 && strcmp(input + n - (sizeof idx - 1), idx) == 0));
     if (!dir_out)
         return cli_check_output(cmd, output, &input, 1);
     struct stat o;

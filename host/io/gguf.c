@@ -675,7 +675,29 @@ struct qk_gguf_writer {
     wtensor *t;
     size_t n_t, cap_t;
     uint32_t alignment;
+    int has_file;          /* begun with a path (commit writes it); 0: qk_gguf_writer_new, header only */
 };
+
+qk_status qk_gguf_writer_new(qk_gguf_writer **out, char *err, size_t err_len)
+{
+    if (!out) {
+        qk_io_error(err, err_len, "GGUF writer: invalid arguments");
+        return QK_ERR_INVALID_ARG;
+    }
+    *out = calloc(1, sizeof **out);
+    if (!*out) {
+        qk_io_error(err, err_len, "GGUF writer: out of memory");
+        return QK_ERR_NO_MEMORY;
+    }
+    (*out)->out.fd = -1;
+    (*out)->alignment = QK_GGUF_DEFAULT_ALIGNMENT;
+    return QK_OK;
+}
+
+void qk_gguf_writer_free(qk_gguf_writer *w)
+{
+    qk_gguf_writer_abort(w);
+}
 
 qk_status qk_gguf_writer_begin(const char *path, qk_gguf_writer **out, char *err, size_t err_len)
 {
@@ -690,6 +712,7 @@ qk_status qk_gguf_writer_begin(const char *path, qk_gguf_writer **out, char *err
         return QK_ERR_NO_MEMORY;
     }
     w->alignment = QK_GGUF_DEFAULT_ALIGNMENT;
+    w->has_file = 1;
     qk_status st = qk_atomic_open(&w->out, path, err, err_len);
     if (st != QK_OK) {
         free(w);
@@ -703,7 +726,8 @@ void qk_gguf_writer_abort(qk_gguf_writer *w)
 {
     if (!w)
         return;
-    qk_atomic_abort(&w->out);
+    if (w->has_file)
+        qk_atomic_abort(&w->out);
     for (size_t i = 0; i < w->n_kv; i++) {
         free(w->kv[i].key);
         free(w->kv[i].enc);
@@ -909,7 +933,7 @@ qk_status qk_gguf_writer_add_tensor(qk_gguf_writer *w, const char *name, uint32_
     if (!w || check_name(name, "a tensor name", err, err_len) != QK_OK)
         return QK_ERR_INVALID_ARG;
     const qk_ggml_type_traits *tt = qk_ggml_type_get(ggml_type);
-    if (!tt || n_dims > QK_GGUF_MAX_DIMS || (n_dims && !ne) || (!data && nbytes)) {
+    if (!tt || n_dims > QK_GGUF_MAX_DIMS || (n_dims && !ne) || (w->has_file && !data && nbytes)) {
         qk_io_error(err, err_len, "GGUF writer: tensor %s: bad type, dimensions or data", name);
         return QK_ERR_INVALID_ARG;
     }
@@ -1002,44 +1026,79 @@ static void gb_bytes(growbuf *b, const void *s, size_t n)
 
 static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
-qk_status qk_gguf_writer_commit(qk_gguf_writer *w, char *err, size_t err_len)
+/* The header (through the padding before the data section) and each tensor's
+ * offset in the data section. */
+static qk_status build_header(const qk_gguf_writer *w, growbuf *h, uint64_t *offsets, char *err, size_t err_len)
 {
-    if (!w)
-        return QK_ERR_INVALID_ARG;
-    growbuf h = {0};
-    gb_le(&h, QK_GGUF_MAGIC, 4);
-    gb_le(&h, QK_GGUF_VERSION, 4);
-    gb_le(&h, w->n_t, 8);
-    gb_le(&h, w->n_kv, 8);
+    gb_le(h, QK_GGUF_MAGIC, 4);
+    gb_le(h, QK_GGUF_VERSION, 4);
+    gb_le(h, w->n_t, 8);
+    gb_le(h, w->n_kv, 8);
     for (size_t i = 0; i < w->n_kv; i++) {
         size_t kl = strlen(w->kv[i].key);
-        gb_le(&h, kl, 8);
-        gb_bytes(&h, w->kv[i].key, kl);
-        gb_le(&h, w->kv[i].type, 4);
-        gb_bytes(&h, w->kv[i].enc, w->kv[i].enc_size);
+        gb_le(h, kl, 8);
+        gb_bytes(h, w->kv[i].key, kl);
+        gb_le(h, w->kv[i].type, 4);
+        gb_bytes(h, w->kv[i].enc, w->kv[i].enc_size);
     }
     uint64_t off = 0;
     for (size_t i = 0; i < w->n_t; i++) {
         const wtensor *t = &w->t[i];
         size_t nl = strlen(t->name);
-        gb_le(&h, nl, 8);
-        gb_bytes(&h, t->name, nl);
-        gb_le(&h, t->n_dims, 4);
+        gb_le(h, nl, 8);
+        gb_bytes(h, t->name, nl);
+        gb_le(h, t->n_dims, 4);
         for (uint32_t d = 0; d < t->n_dims; d++)
-            gb_le(&h, (uint64_t)t->ne[d], 8);
-        gb_le(&h, t->type, 4);
-        gb_le(&h, off, 8);
+            gb_le(h, (uint64_t)t->ne[d], 8);
+        gb_le(h, t->type, 4);
+        gb_le(h, off, 8);
+        if (offsets)
+            offsets[i] = off;
         off = align_up(off + t->nbytes, w->alignment);
     }
-    size_t hdr = h.n;
-    unsigned char *pad = gb_take(&h, (size_t)(align_up(hdr, w->alignment) - hdr));
+    size_t hdr = h->n;
+    unsigned char *pad = gb_take(h, (size_t)(align_up(hdr, w->alignment) - hdr));
     if (pad)
-        memset(pad, 0, h.p + h.n - pad);
-    qk_status st = QK_OK;
-    if (h.oom) {
+        memset(pad, 0, h->p + h->n - pad);
+    if (h->oom) {
+        free(h->p);
+        memset(h, 0, sizeof *h);
         qk_io_error(err, err_len, "GGUF writer: out of memory");
-        st = QK_ERR_NO_MEMORY;
+        return QK_ERR_NO_MEMORY;
     }
+    return QK_OK;
+}
+
+qk_status qk_gguf_writer_header(const qk_gguf_writer *w, unsigned char **head, size_t *head_len, uint64_t *offsets,
+                                char *err, size_t err_len)
+{
+    if (!w || !head || !head_len) {
+        qk_io_error(err, err_len, "GGUF writer: invalid arguments");
+        return QK_ERR_INVALID_ARG;
+    }
+    growbuf h = {0};
+    qk_status st = build_header(w, &h, offsets, err, err_len);
+    if (st == QK_OK && offsets)
+        for (size_t i = 0; i < w->n_t; i++)
+            offsets[i] += h.n;
+    *head = h.p;
+    *head_len = h.n;
+    return st;
+}
+
+uint32_t qk_gguf_writer_alignment(const qk_gguf_writer *w) { return w ? w->alignment : 0; }
+
+qk_status qk_gguf_writer_commit(qk_gguf_writer *w, char *err, size_t err_len)
+{
+    if (!w)
+        return QK_ERR_INVALID_ARG;
+    if (!w->has_file) {
+        qk_io_error(err, err_len, "GGUF writer: commit of a writer made by qk_gguf_writer_new (no file)");
+        qk_gguf_writer_abort(w);
+        return QK_ERR_INVALID_ARG;
+    }
+    growbuf h = {0};
+    qk_status st = build_header(w, &h, NULL, err, err_len);
     if (st == QK_OK)
         st = qk_atomic_write(&w->out, h.p, h.n, err, err_len);
     static const unsigned char zeros[64] = {0};

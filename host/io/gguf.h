@@ -148,6 +148,21 @@ const qk_gguf_tensor *qk_gguf_tensor_find(const qk_gguf_file *f, const char *nam
 
 typedef struct qk_gguf_writer qk_gguf_writer; /* opaque */
 
+/* A writer without a file, for a header built in memory (qk_gguf_writer_header)
+ * by a caller that writes the tensors itself at the planned offsets (the
+ * model pipeline); tensors may then be added with data NULL. Release with
+ * qk_gguf_writer_free. */
+qk_status qk_gguf_writer_new(qk_gguf_writer **out, char *err, size_t err_len);
+void qk_gguf_writer_free(qk_gguf_writer *w);
+/* The header as commit would write it: the file's bytes up to the data section
+ * (padding included), malloc'ed into *head; offsets (one per tensor added, or
+ * NULL) receive each tensor's absolute byte offset in the file, in add order.
+ * Tensor bytes between tensors are alignment padding (zeros). */
+qk_status qk_gguf_writer_header(const qk_gguf_writer *w, unsigned char **head, size_t *head_len, uint64_t *offsets,
+                                char *err, size_t err_len);
+/* The alignment in force (32, or general.alignment as set). */
+uint32_t qk_gguf_writer_alignment(const qk_gguf_writer *w);
+
 /* Start writing PATH (a temporary beside it; nothing appears at PATH until
  * commit succeeds). Version 3, little-endian. */
 qk_status qk_gguf_writer_begin(const char *path, qk_gguf_writer **out, char *err, size_t err_len);

@@ -13,6 +13,8 @@ QK_API qk_status qk_model_options_default(qk_model_options *opts)
     opts->jobs = 1;
     opts->granularity = QK_PER_CHANNEL;
     opts->axis = 0;
+    opts->ggml = 0;
+    opts->out_dtype = QK_F32;
     return QK_OK;
 }
 

@@ -89,3 +89,30 @@ double model_sum_squares(double s, qk_dtype dtype, const void *data, int64_t n)
     }
     return s;
 }
+
+double model_value(qk_dtype dtype, const void *data, int64_t i)
+{
+    switch (dtype) {
+    case QK_F32:
+        return ((const float *)data)[i];
+    case QK_F64:
+        return ((const double *)data)[i];
+    case QK_F16:
+        return half_to_float(((const uint16_t *)data)[i]);
+    case QK_BF16:
+        return bf16_to_float(((const uint16_t *)data)[i]);
+    default:
+        return NAN;
+    }
+}
+
+void model_to_f32(qk_dtype dtype, const void *data, int64_t n, float *out)
+{
+    if (dtype == QK_F32) {
+        if ((const void *)out != data)
+            memcpy(out, data, (size_t)n * sizeof *out);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) /* F64: rounded to nearest; F16, BF16: exact */
+        out[i] = (float)model_value(dtype, data, i);
+}

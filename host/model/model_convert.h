@@ -15,4 +15,10 @@ uint16_t model_float_to_bf16(float f);
  * summed piece by piece (s carried over) gives the same bits as in one go. */
 double model_sum_squares(double s, qk_dtype dtype, const void *data, int64_t n);
 
+/* Element i of a float tensor of dtype, as a double (NaN for other dtypes). */
+double model_value(qk_dtype dtype, const void *data, int64_t i);
+/* n floats of dtype (F32, F64, F16, BF16) as float32: F64 rounded to nearest,
+ * the others exact (ggml quantizes float32 rows). */
+void model_to_f32(qk_dtype dtype, const void *data, int64_t n, float *out);
+
 #endif

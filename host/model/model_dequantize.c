@@ -1,9 +1,10 @@
 /* qk_model_dequantize: restore the float tensors of a model written by
- * qk_model_quantize from each shard's "qkern" metadata, piece by piece: x =
- * (q - zero_point) * scale in float32 per the contract, then widened to
- * float64 or rounded (to nearest, ties to even) to float16/bfloat16. The scale
- * and zero-point tensors are dropped; every other tensor and metadata entry is
- * copied byte for byte, except the "qkern" entry itself. */
+ * qk_model_quantize (a GGUF input: model_ggml_dequantize.c) from each shard's
+ * "qkern" metadata, piece by piece: x = (q - zero_point) * scale in float32
+ * per the contract, then widened to float64 or rounded (to nearest, ties to
+ * even) to float16/bfloat16. The scale and zero-point tensors are dropped;
+ * every other tensor and metadata entry is copied byte for byte, except the
+ * "qkern" entry itself. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -252,6 +253,7 @@ static qk_status fill_report(mr_run *r)
         x->name = strdup(t->name);
         if (!x->name)
             return mr_fail(r, QK_ERR_NO_MEMORY, "", "reporting on %s", r->input);
+        x->ggml_type = -1; /* safetensors */
         x->converted = it->kind == MR_DEQ;
         x->entry = it->kind == MR_DEQ ? it->entry : (size_t)-1;
         if (!x->converted) {
@@ -285,6 +287,15 @@ QK_API qk_status qk_model_dequantize(const char *input, const char *output, cons
     dq_shard *ds = NULL;
     unsigned char *role = NULL;
     size_t *entry_of = NULL;
+    if (st == QK_OK && r.in.fmt == &mi_gguf) {
+        st = mg_dequantize(&r);
+        mr_end(&r);
+        free(r.items);
+        return st;
+    }
+    if (st == QK_OK && mr_is_gguf(output))
+        st = mr_fail(&r, QK_ERR_INVALID_ARG, "a GGUF output needs a GGUF input",
+                     "%s is a qkern-quantized safetensors model; it is restored to safetensors, not %s", input, output);
     if (st == QK_OK) {
         ds = calloc(r.in.n_shards ? r.in.n_shards : 1, sizeof *ds);
         role = calloc(r.in.n + 1, 1);

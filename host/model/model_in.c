@@ -301,7 +301,8 @@ static qk_status list_extra(model_in *m, char *err, size_t err_len)
         qk_io_error(err, err_len, "out of memory");
         return QK_ERR_NO_MEMORY;
     }
-    qsort(ex.v, ex.n, sizeof *ex.v, cmp_str);
+    if (ex.n) /* no other file: ex.v is NULL, which qsort must not get */
+        qsort(ex.v, ex.n, sizeof *ex.v, cmp_str);
     m->extra = ex.v;
     m->n_extra = ex.n;
     return QK_OK;
@@ -362,6 +363,8 @@ qk_status mi_open(model_in *m, const char *path, char *err, size_t err_len)
             st = QK_ERR_NO_MEMORY;
         }
     } else {
+        if (ends_with(path, mi_gguf.suffix))
+            m->fmt = &mi_gguf;
         st = names_add(&files, path) ? QK_ERR_NO_MEMORY : QK_OK;
         if (st != QK_OK)
             qk_io_error(err, err_len, "out of memory");

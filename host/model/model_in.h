@@ -3,8 +3,9 @@
  * one list of tensors, read piece by piece with pread (so what is resident is
  * the caller's buffer, not a mapping) and dropped from the page cache behind.
  *
- * Formats sit behind mi_format (safetensors today): opening a file, listing its
- * tensors and metadata. Everything else here is format-neutral. */
+ * Formats sit behind mi_format (safetensors; GGUF, one file, no index):
+ * opening a file, listing its tensors and metadata. Everything else here is
+ * format-neutral. */
 #ifndef QK_MODEL_IN_H
 #define QK_MODEL_IN_H
 
@@ -25,6 +26,7 @@ typedef struct mi_tensor {
     uint64_t nbytes;
     uint64_t file_offset;   /* where its bytes start in its shard's file */
     size_t shard;
+    int ggml_type;          /* GGUF: its ggml type id (shape row-major: ne reversed); -1 for safetensors */
 } mi_tensor;
 
 /* One input format. */
@@ -40,6 +42,12 @@ typedef struct mi_format {
 } mi_format;
 
 extern const mi_format mi_safetensors;
+extern const mi_format mi_gguf;   /* meta_*: the string-valued keys; typed values through mi_gguf_handle */
+
+/* The safetensors spelling of a plain ggml type ("F32", "I64" ...), NULL for
+ * block types; and back (-1 for a dtype GGUF cannot hold: U8, BOOL, F8 ...). */
+const char *mi_ggml_st_dtype(uint32_t type);
+int mi_st_dtype_ggml(const char *st_dtype);
 
 typedef struct mi_shard {
     char *path;
@@ -78,5 +86,7 @@ qk_status mi_read(const model_in *m, const mi_tensor *t, uint64_t off, void *dst
 /* Hint that these bytes (and at least 64 MiB of the shard from there) come next. */
 void mi_willneed(const model_in *m, const mi_tensor *t, uint64_t off, uint64_t len);
 uint64_t mi_bytes(const model_in *m);
+/* A GGUF input's parsed file (shard k), or NULL for safetensors. */
+const struct qk_gguf_file *mi_gguf_handle(const model_in *m, size_t shard);
 
 #endif

@@ -32,6 +32,7 @@ static void st_tensor(void *file, size_t i, mi_tensor *out)
     out->n = t->n;
     out->nbytes = t->nbytes;
     out->file_offset = 8 + (uint64_t)qk_st_header_len(file) + t->offset;
+    out->ggml_type = -1;
 }
 
 static size_t st_meta_count(void *file)

@@ -12,6 +12,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "gguf.h"
 #include "map_file.h"
 #include "safetensors.h"
 
@@ -35,9 +36,10 @@ static int by_width(const void *a, const void *b)
 
 static pthread_mutex_t sort_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static qk_status st_plan(mo_tensor *t, size_t *order, size_t n, const char *const *keys, const char *const *values,
+static qk_status st_plan(const model_out *o, mo_tensor *t, size_t *order, size_t n, const char *const *keys, const char *const *values,
                          size_t n_meta, unsigned char **head, size_t *head_len, char *err, size_t err_len)
 {
+    (void)o;
     pthread_mutex_lock(&sort_lock); /* qsort has no context argument in C11 */
     sort_base = t;
     qsort(order, n, sizeof *order, by_width);
@@ -62,6 +64,59 @@ static qk_status st_plan(mo_tensor *t, size_t *order, size_t n, const char *cons
 }
 
 const mo_format mo_safetensors = {st_plan};
+
+/* ---- the GGUF layout ----------------------------------------------------------------- */
+
+static qk_status gguf_plan(const model_out *o, mo_tensor *t, size_t *order, size_t n, const char *const *keys,
+                           const char *const *values, size_t n_meta, unsigned char **head, size_t *head_len,
+                           char *err, size_t err_len)
+{
+    qk_gguf_writer *w = NULL;
+    qk_status st = qk_gguf_writer_new(&w, err, err_len);
+    for (size_t i = 0; st == QK_OK && i < n_meta; i++)
+        st = qk_gguf_writer_set_string(w, keys[i], values[i], strlen(values[i]), err, err_len);
+    for (size_t i = 0; st == QK_OK && i < o->n_kv; i++)
+        st = qk_gguf_writer_set_encoded(w, o->kv[i].key, o->kv[i].type, o->kv[i].enc, o->kv[i].enc_size, err,
+                                        err_len);
+    for (size_t i = 0; st == QK_OK && i < n; i++) {
+        mo_tensor *x = &t[order[i]];
+        int from_gguf = x->ggml_type >= 0; /* its GGUF shape is kept as is, 0 dimensions included */
+        int type = from_gguf ? x->ggml_type : mi_st_dtype_ggml(x->st_dtype);
+        if (type < 0) {
+            qk_io_error(err, err_len, "tensor '%.200s' is %s, which GGUF cannot hold (it has F32, F16, BF16, F64, I8, "
+                        "I16, I32, I64 and ggml's block types)", x->name, x->st_dtype);
+            st = QK_ERR_UNSUPPORTED;
+            break;
+        }
+        if (x->ndim > QK_GGUF_MAX_DIMS) {
+            qk_io_error(err, err_len, "tensor '%.200s' has %d dimensions; GGUF holds at most %d", x->name, x->ndim,
+                        QK_GGUF_MAX_DIMS);
+            st = QK_ERR_UNSUPPORTED;
+            break;
+        }
+        int64_t ne[QK_GGUF_MAX_DIMS] = {1, 1, 1, 1};
+        /* a safetensors scalar: one element of one dimension (what ggml's tensors have) */
+        uint32_t nd = x->ndim || from_gguf ? (uint32_t)x->ndim : 1;
+        for (int d = 0; d < x->ndim; d++)
+            ne[d] = x->shape[x->ndim - 1 - d];
+        x->ggml_type = type;
+        st = qk_gguf_writer_add_tensor(w, x->name, nd, ne, (uint32_t)type, NULL, x->nbytes, err, err_len);
+    }
+    uint64_t *off = st == QK_OK ? calloc(n ? n : 1, sizeof *off) : NULL;
+    if (st == QK_OK && !off) {
+        qk_io_error(err, err_len, "out of memory planning the output");
+        st = QK_ERR_NO_MEMORY;
+    }
+    if (st == QK_OK)
+        st = qk_gguf_writer_header(w, head, head_len, off, err, err_len);
+    for (size_t i = 0; st == QK_OK && i < n; i++)
+        t[order[i]].offset = off[i];
+    free(off);
+    qk_gguf_writer_free(w);
+    return st;
+}
+
+const mo_format mo_gguf = {gguf_plan};
 
 /* ---- planning ---------------------------------------------------------------------- */
 
@@ -112,8 +167,25 @@ size_t mo_add(model_out *o, size_t shard, const char *name, const char *st_dtype
     uint64_t n = 1;
     for (int d = 0; d < ndim; d++)
         n *= (uint64_t)shape[d];
-    *x = (mo_tensor){name, st_dtype, ndim, shape, (n * (uint64_t)bits + 7) / 8, bits, kind, item, shard, 0};
+    *x = (mo_tensor){name, st_dtype, ndim, shape, (n * (uint64_t)bits + 7) / 8, bits, kind, item, shard, 0, -1};
     return o->n++;
+}
+
+size_t mo_add_ggml(model_out *o, size_t shard, const char *name, int ggml_type, int ndim, const int64_t *shape,
+                   mo_kind kind, size_t item)
+{
+    const qk_ggml_type_traits *tt = qk_ggml_type_get((uint32_t)ggml_type);
+    const char *st = mi_ggml_st_dtype((uint32_t)ggml_type);
+    size_t i = mo_add(o, shard, name, st ? st : "U8", ndim, shape, kind, item);
+    if (i == (size_t)-1 || !tt)
+        return i;
+    mo_tensor *x = &o->t[i];
+    uint64_t rows = 1, row = ndim ? (uint64_t)shape[ndim - 1] : 1;
+    for (int d = 0; d + 1 < ndim; d++)
+        rows *= (uint64_t)shape[d];
+    x->ggml_type = ggml_type;
+    x->nbytes = row / (uint64_t)tt->blck_size * tt->type_size * rows;
+    return i;
 }
 
 qk_status mo_plan(model_out *o, size_t k, const char *const *keys, const char *const *values, size_t n_meta,
@@ -131,10 +203,13 @@ qk_status mo_plan(model_out *o, size_t k, const char *const *keys, const char *c
     for (size_t i = 0; i < o->n; i++)
         if (o->t[i].shard == k)
             s->order[s->n++] = i;
-    qk_status st = o->fmt->plan(o->t, s->order, s->n, keys, values, n_meta, &s->head, &s->head_len, err, err_len);
+    qk_status st = o->fmt->plan(o, o->t, s->order, s->n, keys, values, n_meta, &s->head, &s->head_len, err, err_len);
     s->size = s->head_len;
-    for (size_t i = 0; st == QK_OK && i < s->n; i++)
-        s->size += o->t[s->order[i]].nbytes;
+    for (size_t i = 0; st == QK_OK && i < s->n; i++) { /* the end of the last tensor: GGUF pads between them */
+        const mo_tensor *x = &o->t[s->order[i]];
+        if (x->offset + x->nbytes > s->size)
+            s->size = x->offset + x->nbytes;
+    }
     return st;
 }
 
@@ -181,11 +256,20 @@ qk_status mo_write(model_out *o, size_t i, uint64_t off, const void *data, size_
     pthread_mutex_lock(&s->lock);
     if (s->seekable) {
         st = qk_atomic_pwrite(&s->f, data, len, at, err, err_len);
-    } else if (at != s->next) {
+    } else if (at < s->next) {
         qk_io_error(err, err_len, "internal: out-of-order write to an output that cannot seek");
         st = QK_ERR_INVALID_ARG;
     } else {
-        st = qk_atomic_write(&s->f, data, len, err, err_len);
+        /* a gap is alignment padding (GGUF): zeros, written in order */
+        static const unsigned char zeros[256];
+        st = QK_OK;
+        while (st == QK_OK && s->next < at) {
+            size_t c = at - s->next < sizeof zeros ? (size_t)(at - s->next) : sizeof zeros;
+            st = qk_atomic_write(&s->f, zeros, c, err, err_len);
+            s->next += c;
+        }
+        if (st == QK_OK)
+            st = qk_atomic_write(&s->f, data, len, err, err_len);
         s->next += len;
     }
     if (st == QK_OK && s->seekable) {

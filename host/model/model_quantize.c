@@ -1,6 +1,7 @@
 /* qk_model_quantize: plan every tensor of a model, then quantize the selected
  * ones piece by piece, each piece's codes, scales and zero points written at
- * their planned place (the format: docs/model-format.md). */
+ * their planned place (the format: docs/model-format.md). With opts->ggml the
+ * selection made here goes to model_ggml_quantize.c, which writes GGUF. */
 #include <inttypes.h>
 #include <regex.h>
 #include <stdio.h>
@@ -367,6 +368,7 @@ static qk_status fill_report(mr_run *r)
         x->name = strdup(t->name);
         if (!x->name)
             return mr_fail(r, QK_ERR_NO_MEMORY, "", "reporting on %s", r->input);
+        x->ggml_type = -1; /* safetensors */
         snprintf(x->st_dtype, sizeof x->st_dtype, "%s", t->st_dtype);
         x->ndim = t->ndim;
         memcpy(x->shape, t->shape, (size_t)t->ndim * sizeof *t->shape);
@@ -393,12 +395,54 @@ static qk_status fill_report(mr_run *r)
     return QK_OK;
 }
 
+/* GGUF output iff a ggml type; a GGUF input only into GGUF (its block types
+ * have no place in qkern's safetensors format). */
+static qk_status check_formats(mr_run *r)
+{
+    const qk_model_options *o = r->o;
+    if (o->ggml && !mr_is_gguf(r->output))
+        return mr_fail(r, QK_ERR_INVALID_ARG, "a ggml type is written as GGUF", "output %s does not end in .gguf",
+                       r->output);
+    if (o->ggml && o->max_shard_size)
+        return mr_fail(r, QK_ERR_INVALID_ARG, "", "sharded GGUF output is not supported (max_shard_size %" PRIu64 ")",
+                       o->max_shard_size);
+    if (!o->ggml && mr_is_gguf(r->output))
+        return mr_fail(r, QK_ERR_INVALID_ARG, "choose a ggml type (--type) to write GGUF",
+                       "output %s is GGUF, which holds ggml's block types, not qkern's integer codes", r->output);
+    if (!o->ggml && r->in.fmt == &mi_gguf)
+        return mr_fail(r, QK_ERR_INVALID_ARG, "choose a ggml type (--type) and a .gguf output",
+                       "input %s is GGUF: qkern's integer codes are written from safetensors models only", r->input);
+    return QK_OK;
+}
+
+/* The general selection (dimensions, --include, --exclude, empty) for a GGUF run. */
+static qk_status ggml_run(mr_run *r, const patterns *inc, const patterns *exc)
+{
+    const char **reasons = calloc(r->in.n ? r->in.n : 1, sizeof *reasons);
+    if (!reasons)
+        return mr_fail(r, QK_ERR_NO_MEMORY, "", "planning %s", r->input);
+    for (size_t i = 0; i < r->in.n; i++) {
+        const mi_tensor *t = &r->in.t[i];
+        const char *why = t->ndim >= 2 || matches(inc, t->name) ? NULL : "fewer than 2 dimensions";
+        if (!why && matches(exc, t->name))
+            why = "excluded by --exclude";
+        if (!why && t->n == 0)
+            why = "empty";
+        reasons[i] = why;
+    }
+    qk_status st = mg_quantize(r, reasons);
+    free(reasons);
+    return st;
+}
+
 QK_API qk_status qk_model_quantize(const char *input, const char *output, const qk_model_options *opts,
                                    qk_model_report *report)
 {
     mr_run r;
     qk_status st = mr_begin(&r, input, output, opts, report, 1);
     patterns inc = {0}, exc = {0};
+    if (st == QK_OK)
+        st = check_formats(&r);
     if (st == QK_OK && opts->pack4 && opts->calib.bits > 4)
         st = mr_fail(&r, QK_ERR_INVALID_ARG, "", "4-bit packing needs 4 bits or fewer (got %d)", opts->calib.bits);
     if (st == QK_OK) {
@@ -415,6 +459,14 @@ QK_API qk_status qk_model_quantize(const char *input, const char *output, const 
         st = check_includes(&r, &inc, opts->include);
     if (st == QK_OK)
         st = compile(&r, &exc, opts->exclude, opts->n_exclude, "--exclude");
+    if (st == QK_OK && opts->ggml) {
+        st = ggml_run(&r, &inc, &exc);
+        free_patterns(&inc);
+        free_patterns(&exc);
+        mr_end(&r);
+        free(r.items);
+        return st;
+    }
     if (st == QK_OK)
         st = plan_items(&r, &inc, &exc);
     if (st == QK_OK)

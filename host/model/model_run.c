@@ -162,6 +162,29 @@ qk_status mr_pieces(mr_run *r, mr_item *it, const qk_layout *layout, int64_t blo
     return QK_OK;
 }
 
+qk_status mr_row_pieces(mr_run *r, mr_item *it, double per_elem)
+{
+    double row_cost = (double)it->row * per_elem;
+    double fit = row_cost > 0 ? (double)r->budget / row_cost : (double)it->rows;
+    it->piece_blocks = fit >= (double)it->rows ? it->rows : fit < 1.0 ? 1 : (int64_t)fit;
+    if (it->piece_blocks < 1)
+        it->piece_blocks = 1;
+    it->seg = it->row;
+    if (row_cost > (double)r->budget)
+        return mr_fail(r, QK_ERR_NO_MEMORY, "raise the memory limit",
+                       "tensor '%s': one row of %" PRId64 " elements needs about %.0f MiB, over the %.0f MiB each job "
+                       "may use (memory limit %.0f MiB / %d job%s)",
+                       r->in.t[it->src].name, it->row, row_cost / 1048576.0, (double)r->budget / 1048576.0,
+                       (double)r->limit / 1048576.0, r->jobs, r->jobs == 1 ? "" : "s");
+    return QK_OK;
+}
+
+int mr_is_gguf(const char *path)
+{
+    size_t n = path ? strlen(path) : 0;
+    return n >= 5 && strcmp(path + n - 5, ".gguf") == 0;
+}
+
 void mr_piece_layout(const mr_item *it, const qk_layout *whole, int64_t b0, int64_t m, qk_layout *out)
 {
     (void)b0;
@@ -191,10 +214,13 @@ qk_status mr_assign_shards(mr_run *r, const uint64_t *item_bytes)
 {
     char err[512] = "";
     uint64_t max = r->o->max_shard_size;
-    int dir_mode = r->in.sharded || max > 0;
+    int dir_mode = !r->gguf_out && (r->in.sharded || max > 0);
     size_t n_shards = 1;
     char **names = NULL;
-    if (max > 0) {
+    if (r->gguf_out) { /* one file, whatever the input's shards */
+        for (size_t i = 0; i < r->n_items; i++)
+            r->items[i].out_shard = 0;
+    } else if (max > 0) {
         uint64_t cur = 0;
         size_t k = 0;
         for (size_t i = 0; i < r->n_items; i++) {
@@ -229,6 +255,8 @@ qk_status mr_assign_shards(mr_run *r, const uint64_t *item_bytes)
     free(names);
     if (st != QK_OK)
         return mr_fail(r, st, oom ? "out of memory" : err, "preparing %s", r->output);
+    if (r->gguf_out)
+        r->out.fmt = &mo_gguf;
     r->rep->shards_out = n_shards;
     return QK_OK;
 }

@@ -45,6 +45,10 @@ typedef struct mr_item {
     double mse, sse, sumsq;
     int64_t clipped, counted, pieces;
     char gran[32];
+    /* GGUF: the ggml type the item writes (quantize) or reads (dequantize); rows of row elements */
+    int ggml;
+    int64_t row, rows;
+    int64_t overflow;          /* dequantize to float16: values beyond its range */
 } mr_item;
 
 typedef struct mr_worker {
@@ -64,6 +68,7 @@ typedef struct mr_run {
     mr_item *items;
     size_t n_items;
     int quantize;
+    int gguf_out;              /* the output is one GGUF file (mo_gguf) */
     uint64_t limit, budget;    /* the memory limit, and each worker's share for its pieces */
     int jobs;
     mr_worker *w;
@@ -93,6 +98,9 @@ qk_status mr_begin(mr_run *r, const char *input, const char *output, const qk_mo
  * per element and per block; fails (reported) when one piece cannot fit. */
 qk_status mr_pieces(mr_run *r, mr_item *it, const qk_layout *layout, int64_t blocks, int64_t n, double per_elem,
                     double per_block, int pack);
+/* Pieces of whole rows (it->row elements each, it->rows of them) for a cost
+ * in bytes per element; fails (reported) when one row cannot fit. */
+qk_status mr_row_pieces(mr_run *r, mr_item *it, double per_elem);
 /* The layout of blocks [b0, b0 + m) of an item as a tensor of its own. */
 void mr_piece_layout(const mr_item *it, const qk_layout *whole, int64_t b0, int64_t m, qk_layout *out);
 /* Output shards: like the input's, or max_shard_size bytes; items' out_shard set. */
@@ -100,6 +108,15 @@ qk_status mr_assign_shards(mr_run *r, const uint64_t *item_bytes);
 /* Create contexts, open the output, run every item, commit. */
 qk_status mr_execute(mr_run *r, qk_status (*run_item)(mr_worker *w, mr_item *it, unsigned emit));
 void mr_end(mr_run *r);
+
+/* The GGUF side of qk_model_quantize (model_ggml_quantize.c): reasons[i] is
+ * why input tensor i is kept by the general selection, or NULL when it is a
+ * candidate. Plans, runs and reports. */
+qk_status mg_quantize(mr_run *r, const char *const *reasons);
+/* qk_model_dequantize of a GGUF input (model_ggml_dequantize.c). */
+qk_status mg_dequantize(mr_run *r);
+/* Whether path ends in ".gguf". */
+int mr_is_gguf(const char *path);
 
 /* A worker's scratch buffer k of at least bytes (kept between pieces). NULL when out of memory. */
 void *mr_scratch(mr_worker *w, int k, size_t bytes);

@@ -1,0 +1,275 @@
+/* qk_model_quantize into GGUF (o->ggml): every selected float tensor whose
+ * row length is a multiple of the type's block size becomes that ggml type
+ * (qk_ggml_quantize, rows of blocks as ggml_quantize_chunk writes them); the
+ * rest keep their type, byte for byte. A GGUF input keeps every key and value
+ * byte for byte, general.file_type and general.quantization_version set as
+ * llama-quantize sets them; a safetensors input's metadata become string keys.
+ * The report's error is measured by dequantizing each piece back on the same
+ * context (qk_ggml_dequantize) against the input values. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "model_convert.h"
+#include "model_run.h"
+
+#define BACKEND_BYTES 8.0
+
+/* llama.cpp's LLAMA_FTYPE for a file of that type (the K-quants: their _M mixes,
+ * which llama-quantize names Q3_K, Q4_K, Q5_K by default). */
+static uint32_t file_type(qk_ggml_type t)
+{
+    switch (t) {
+    case QK_GGML_F32: return 0;
+    case QK_GGML_F16: return 1;
+    case QK_GGML_Q4_0: return 2;
+    case QK_GGML_Q4_1: return 3;
+    case QK_GGML_Q8_0: return 7;
+    case QK_GGML_Q5_0: return 8;
+    case QK_GGML_Q5_1: return 9;
+    case QK_GGML_Q2_K: return 10;
+    case QK_GGML_Q3_K: return 12;
+    case QK_GGML_Q4_K: return 15;
+    case QK_GGML_Q5_K: return 17;
+    case QK_GGML_Q6_K: return 18;
+    case QK_GGML_BF16: return 32;
+    }
+    return 0;
+}
+
+static int is_float(qk_dtype d)
+{
+    return d == QK_F32 || d == QK_F64 || d == QK_F16 || d == QK_BF16;
+}
+
+static qk_status plan_items(mr_run *r, const char *const *reasons, int64_t blck, size_t out_bytes_per_block)
+{
+    r->n_items = r->in.n;
+    r->items = calloc(r->n_items ? r->n_items : 1, sizeof *r->items);
+    if (!r->items)
+        return mr_fail(r, QK_ERR_NO_MEMORY, "", "planning %s", r->input);
+    for (size_t i = 0; i < r->n_items; i++) {
+        mr_item *it = &r->items[i];
+        const mi_tensor *t = &r->in.t[i];
+        it->kind = MR_COPY;
+        it->src = i;
+        it->ggml = t->ggml_type;
+        if (!is_float(t->dtype)) {
+            const qk_ggml_type_traits *tt = t->ggml_type >= 0 ? qk_ggml_type_get((uint32_t)t->ggml_type) : NULL;
+            it->reason = tt && tt->blck_size > 1 ? "already in a ggml block type" : "not a float tensor";
+            continue;
+        }
+        if ((it->reason = reasons[i]) != NULL)
+            continue;
+        int64_t row = t->ndim ? t->shape[t->ndim - 1] : 1;
+        if (row % blck != 0) {
+            it->reason = "row length not a multiple of the block size";
+            continue;
+        }
+        it->kind = MR_QUANT;
+        it->ggml = (int)r->o->ggml_type;
+        it->row = row;
+        it->rows = t->n / row;
+        /* per element: the input, its float32 copy, the blocks, the float32 read back,
+         * and what a backend holds beside the caller's buffers */
+        double per_elem = (double)qk_dtype_size(t->dtype) + 4.0 + (double)out_bytes_per_block / (double)blck + 4.0 +
+                          BACKEND_BYTES;
+        qk_status st = mr_row_pieces(r, it, per_elem);
+        if (st != QK_OK)
+            return st;
+    }
+    return QK_OK;
+}
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    for (int k = 0; k < 4; k++)
+        p[k] = (unsigned char)(v >> (8 * k));
+}
+
+/* Metadata: a GGUF input's keys in order (typed, by encoding), or the union
+ * of a safetensors input's string metadata over its shards (first wins); then,
+ * when some tensor got the type, general.file_type and (a block type)
+ * general.quantization_version, which replace the input's values in place. */
+static qk_status plan_output(mr_run *r, int any, int block_type)
+{
+    qk_status st = mr_assign_shards(r, NULL);
+    if (st != QK_OK)
+        return st;
+    for (size_t i = 0; i < r->n_items; i++) {
+        mr_item *it = &r->items[i];
+        const mi_tensor *t = &r->in.t[i];
+        it->out[0] = it->ggml >= 0 ? mo_add_ggml(&r->out, 0, t->name, it->ggml, t->ndim, t->shape,
+                                                 it->kind == MR_QUANT ? MO_CODES : MO_COPY, i)
+                                   : mo_add(&r->out, 0, t->name, t->st_dtype, t->ndim, t->shape, MO_COPY, i);
+        if (it->out[0] == (size_t)-1)
+            return mr_fail(r, QK_ERR_NO_MEMORY, "", "preparing %s", r->output);
+    }
+    const qk_gguf_file *g = mi_gguf_handle(&r->in, 0);
+    size_t n_kv = g ? qk_gguf_kv_count(g) : 0, n_str = 0;
+    for (size_t k = 0; !g && k < r->in.n_shards; k++)
+        n_str += r->in.fmt->meta_count(r->in.shards[k].file);
+    mo_kv *kv = calloc(n_kv + 2, sizeof *kv);
+    const char **keys = calloc(n_str + 1, sizeof *keys), **values = calloc(n_str + 1, sizeof *values);
+    if (!kv || !keys || !values) {
+        free(kv);
+        free(keys);
+        free(values);
+        return mr_fail(r, QK_ERR_NO_MEMORY, "", "preparing %s", r->output);
+    }
+    for (size_t i = 0; i < n_kv; i++) {
+        const qk_gguf_kv *x = qk_gguf_kv_at(g, i);
+        kv[i] = (mo_kv){x->key, x->value.type, x->value.enc, x->value.enc_size};
+    }
+    size_t m = 0;
+    for (size_t k = 0; !g && k < r->in.n_shards; k++) {
+        void *f = r->in.shards[k].file;
+        for (size_t i = 0; i < r->in.fmt->meta_count(f); i++) {
+            const char *key, *value;
+            r->in.fmt->meta_at(f, i, &key, &value);
+            int seen = 0;
+            for (size_t j = 0; j < m && !seen; j++)
+                seen = strcmp(keys[j], key) == 0;
+            if (!seen) {
+                keys[m] = key;
+                values[m++] = value;
+            }
+        }
+    }
+    unsigned char ft[4], qv[4];
+    put_u32(ft, file_type(r->o->ggml_type));
+    put_u32(qv, 2);
+    if (any) /* a file where nothing got the type keeps the input's file_type */
+        kv[n_kv++] = (mo_kv){"general.file_type", QK_GGUF_UINT32, ft, 4};
+    if (any && block_type)
+        kv[n_kv++] = (mo_kv){"general.quantization_version", QK_GGUF_UINT32, qv, 4};
+    r->out.kv = kv;
+    r->out.n_kv = n_kv;
+    char err[512] = "";
+    st = mo_plan(&r->out, 0, keys, values, m, err, sizeof err);
+    r->out.kv = NULL;
+    r->out.n_kv = 0;
+    free(kv);
+    free(keys);
+    free(values);
+    if (st != QK_OK)
+        return mr_fail(r, st, err, "preparing %s", r->output);
+    return QK_OK;
+}
+
+static qk_status quant_item(mr_worker *w, mr_item *it, unsigned emit)
+{
+    (void)emit; /* one output per item */
+    mr_run *r = w->r;
+    if (it->kind == MR_COPY)
+        return mr_copy_item(w, it, 1);
+    const mi_tensor *t = &r->in.t[it->src];
+    qk_ggml_type type = (qk_ggml_type)it->ggml;
+    size_t es_in = qk_dtype_size(t->dtype), row_bytes = 0;
+    qk_ggml_size(type, it->row, &row_bytes);
+    char err[512] = "";
+    it->sumsq = it->sse = 0.0;
+    it->counted = 0;
+    for (int64_t r0 = 0; r0 < it->rows; r0 += it->piece_blocks) {
+        if (r->stop)
+            return QK_ERR_CANCELLED;
+        int64_t m = it->rows - r0 < it->piece_blocks ? it->rows - r0 : it->piece_blocks;
+        int64_t elems = m * it->row;
+        size_t in_bytes = (size_t)elems * es_in, out_bytes = (size_t)m * row_bytes;
+        void *in = mr_scratch(w, 0, in_bytes);
+        float *x = in ? (t->dtype == QK_F32 ? in : mr_scratch(w, 1, (size_t)elems * 4)) : NULL;
+        void *q = x ? mr_scratch(w, 2, out_bytes) : NULL;
+        float *back = q ? mr_scratch(w, 3, (size_t)elems * 4) : NULL;
+        if (!back)
+            return mr_fail(r, QK_ERR_NO_MEMORY, "", "allocating %zu bytes for tensor '%s'", in_bytes, t->name);
+        uint64_t off = (uint64_t)r0 * (uint64_t)it->row * es_in;
+        mi_willneed(&r->in, t, off + in_bytes, in_bytes);
+        qk_status st = mi_read(&r->in, t, off, in, in_bytes, err, sizeof err);
+        if (st != QK_OK)
+            return mr_fail(r, st, err, "reading tensor '%s' of %s", t->name, r->input);
+        model_to_f32(t->dtype, in, elems, x);
+        qk_tensor xt = qk_tensor_host(QK_F32, x, elems), qt = qk_tensor_host(QK_U8, q, (int64_t)out_bytes),
+                  bt = qk_tensor_host(QK_F32, back, elems);
+        if ((st = qk_ggml_quantize(w->ctx, &xt, type, &qt)) != QK_OK)
+            return mr_lib_fail(r, w->ctx, st, "quantizing tensor '%s' of %s", t->name, r->input);
+        if ((st = qk_ggml_dequantize(w->ctx, &qt, type, &bt)) != QK_OK)
+            return mr_lib_fail(r, w->ctx, st, "dequantizing tensor '%s' back for the report", t->name);
+        /* the error against the input's own values (float64 ones included), in index order */
+        for (int64_t i = 0; i < elems; i++) {
+            double v = model_value(t->dtype, in, i), d = (double)back[i] - v;
+            it->sumsq += v * v;
+            it->sse += d * d;
+        }
+        it->counted += elems;
+        st = mo_write(&r->out, it->out[0], (uint64_t)r0 * row_bytes, q, out_bytes, err, sizeof err);
+        if (st != QK_OK)
+            return mr_fail(r, st, err, "writing %s", r->output);
+        if (mr_piece_done(w, in_bytes))
+            return QK_ERR_CANCELLED;
+    }
+    it->mse = it->counted ? it->sse / (double)it->counted : 0.0;
+    return QK_OK;
+}
+
+static qk_status fill_report(mr_run *r, int64_t blck)
+{
+    qk_model_report *rep = r->rep;
+    rep->tensors = calloc(r->n_items ? r->n_items : 1, sizeof *rep->tensors);
+    if (!rep->tensors)
+        return mr_fail(r, QK_ERR_NO_MEMORY, "", "reporting on %s", r->input);
+    rep->n_tensors = r->n_items;
+    for (size_t i = 0; i < r->n_items; i++) {
+        const mr_item *it = &r->items[i];
+        const mi_tensor *t = &r->in.t[it->src];
+        qk_model_tensor_report *x = &rep->tensors[i];
+        x->name = strdup(t->name);
+        if (!x->name)
+            return mr_fail(r, QK_ERR_NO_MEMORY, "", "reporting on %s", r->input);
+        snprintf(x->st_dtype, sizeof x->st_dtype, "%s", t->st_dtype);
+        x->ndim = t->ndim;
+        memcpy(x->shape, t->shape, (size_t)t->ndim * sizeof *t->shape);
+        x->converted = it->kind == MR_QUANT;
+        x->reason = it->reason;
+        x->entry = i;
+        /* kept tensors: the GGUF type they are written in */
+        x->ggml_type = it->ggml >= 0 ? it->ggml : mi_st_dtype_ggml(t->st_dtype);
+        if (!x->converted)
+            continue;
+        x->granularity = QK_PER_GROUP;
+        x->group_size = blck;
+        x->blocks = t->n / blck;
+        x->mse = it->mse;
+        x->sse = it->sse;
+        x->sum_squares = it->sumsq;
+        x->elements = it->counted;
+        x->p_min = x->p_median = x->p_max = 100.0;
+    }
+    return QK_OK;
+}
+
+qk_status mg_quantize(mr_run *r, const char *const *reasons)
+{
+    const char *name = NULL;
+    int64_t blck = 0;
+    size_t block_bytes = 0;
+    if (qk_ggml_type_info(r->o->ggml_type, &name, &blck, &block_bytes) != QK_OK)
+        return mr_fail(r, QK_ERR_INVALID_ARG, "", "ggml type %d is not one qkern quantizes to", (int)r->o->ggml_type);
+    r->gguf_out = 1;
+    qk_status st = plan_items(r, reasons, blck, block_bytes);
+    int any = 0;
+    for (size_t i = 0; st == QK_OK && i < r->n_items; i++)
+        any |= r->items[i].kind == MR_QUANT;
+    int block_type = blck > 1;
+    if (st == QK_OK)
+        st = plan_output(r, any, block_type);
+    if (st == QK_OK) {
+        for (size_t i = 0; i < r->n_items; i++)
+            r->prog.bytes_total += r->in.t[r->items[i].src].nbytes;
+        st = mr_execute(r, quant_item);
+    }
+    if (st == QK_OK)
+        st = fill_report(r, blck);
+    return st;
+}
