@@ -459,6 +459,11 @@ def test_errors(args, tmp):
     xn = rng.standard_normal((2, 32)).astype(np.float32)
     xn[1, 3] = np.nan
     write_st(nan, [("w", "F32", (2, 32), xn)])
+    # a NaN far into a 4 MiB tensor quantized in pieces: the message counts from the tensor's start
+    nan_late = os.path.join(tmp, "nan_late.safetensors")
+    xl = rng.standard_normal((4096, 256)).astype(np.float32)
+    xl[4000, 5] = np.inf
+    write_st(nan_late, [("w", "F32", (4096, 256), xl)])
     good = os.path.join(tmp, "good.gguf")
     r = run(args, "quantize-model", path, "-o", good, "--type", "Q8_0", "--backend", "cpu")
     if r.returncode != 0:
@@ -485,6 +490,8 @@ def test_errors(args, tmp):
         (["quantize-model", hostile, "-o", "OUT.gguf", "--type", "Q4_0"], 1, "hostile.gguf"),
         (["quantize-model", u8, "-o", "OUT.gguf", "--type", "Q4_0"], 1, "mask"),
         (["quantize-model", nan, "-o", "OUT.gguf", "--type", "Q4_0"], 1, "finite"),
+        (["quantize-model", nan_late, "-o", "OUT.gguf", "--type", "Q4_K", "--memory-limit", "1M"], 1,
+         "element %d" % (4000 * 256 + 5)),
         (["dequantize-model", trunc, "-o", "OUT.safetensors"], 1, "trunc.gguf"),
         (["dequantize-model", hostile, "-o", "OUT.gguf"], 1, "hostile.gguf"),
         (["dequantize-model", good, "-o", "OUT.gguf", "--dtype", "f8"], 2, "--dtype"),

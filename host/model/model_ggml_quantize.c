@@ -192,7 +192,17 @@ static qk_status quant_item(mr_worker *w, mr_item *it, unsigned emit)
         model_to_f32(t->dtype, in, elems, x);
         qk_tensor xt = qk_tensor_host(QK_F32, x, elems), qt = qk_tensor_host(QK_U8, q, (int64_t)out_bytes),
                   bt = qk_tensor_host(QK_F32, back, elems);
-        if ((st = qk_ggml_quantize(w->ctx, &xt, type, &qt)) != QK_OK)
+        if ((st = qk_ggml_quantize(w->ctx, &xt, type, &qt)) == QK_ERR_NONFINITE) {
+            /* The context counts within this piece: name the element of the whole tensor. */
+            int64_t count = 0, idx = -1;
+            qk_context_nonfinite(w->ctx, &count, &idx);
+            char detail[160];
+            snprintf(detail, sizeof detail,
+                     "%" PRId64 " NaN/Inf value%s in rows %" PRId64 "..%" PRId64 ", the first at element %" PRId64,
+                     count, count == 1 ? "" : "s", r0, r0 + m - 1, r0 * it->row + idx);
+            return mr_nonfinite_fail(r, count, detail, "quantizing tensor '%s' of %s", t->name, r->input);
+        }
+        if (st != QK_OK)
             return mr_lib_fail(r, w->ctx, st, "quantizing tensor '%s' of %s", t->name, r->input);
         if ((st = qk_ggml_dequantize(w->ctx, &qt, type, &bt)) != QK_OK)
             return mr_lib_fail(r, w->ctx, st, "dequantizing tensor '%s' back for the report", t->name);

@@ -54,6 +54,20 @@ qk_status mr_lib_fail(mr_run *r, qk_context *ctx, qk_status st, const char *fmt,
     return st;
 }
 
+qk_status mr_nonfinite_fail(mr_run *r, int64_t count, const char *detail, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pthread_mutex_lock(&r->lock);
+    int first = r->status == QK_OK;
+    pthread_mutex_unlock(&r->lock);
+    if (first)
+        r->rep->nonfinite_count = count;
+    vfail(r, QK_ERR_NONFINITE, detail, fmt, ap);
+    va_end(ap);
+    return QK_ERR_NONFINITE;
+}
+
 /* ---- setting up -------------------------------------------------------------------- */
 
 static uint64_t ram_bytes(void)

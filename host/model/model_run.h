@@ -90,6 +90,9 @@ qk_status mr_fail(mr_run *r, qk_status st, const char *detail, const char *fmt, 
 __attribute__((format(printf, 4, 5)))
 #endif
 qk_status mr_lib_fail(mr_run *r, qk_context *ctx, qk_status st, const char *fmt, ...);
+/* QK_ERR_NONFINITE found by the caller, which knows where in the tensor it is:
+ * count goes into the report (when it is the run's first failure). */
+qk_status mr_nonfinite_fail(mr_run *r, int64_t count, const char *detail, const char *fmt, ...);
 
 /* Set up r (options, limit, input opened): st with the report filled on failure. */
 qk_status mr_begin(mr_run *r, const char *input, const char *output, const qk_model_options *o,
