@@ -506,9 +506,10 @@ typedef struct qk_model_report {
 
 /* Quantize every selected float tensor of a model (see qk_model_options). The
  * report is filled on success and on failure (what/detail); release it. With
- * opts->ggml the output is one GGUF file (input: safetensors as above, or a
- * *.gguf file) whose selected tensors are in opts->ggml_type: the GGUF layout,
- * what is copied and general.file_type are in docs/model-format.md. */
+ * opts->ggml the output is one GGUF file (a *.gguf path, or "-" for stdout;
+ * input: safetensors as above, or a *.gguf file) whose selected tensors are in
+ * opts->ggml_type: the GGUF layout, what is copied and general.file_type are in
+ * docs/model-format.md. */
 QK_API qk_status qk_model_quantize(const char *input, const char *output, const qk_model_options *opts,
                                    qk_model_report *report);
 /* Restore the float tensors of a model written by qk_model_quantize. Options

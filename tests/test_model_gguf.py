@@ -445,7 +445,13 @@ def test_fifo(args, tmp):
     if r.returncode != 0 or r2.returncode != 0 or not got or got[0] != want:
         fail("FIFO output: exit %d/%d (%s), %s bytes vs %d" % (r.returncode, r2.returncode, r2.stderr.strip(),
                                                                 len(got[0]) if got else None, len(want)))
-    print("a FIFO output: the same bytes, written in order")
+    # stdout (-o -): the same bytes again, the report on stderr
+    r3 = subprocess.run([args.qkern, "quantize-model", path, "-o", "-", "--type", "Q4_0", "--backend", "cpu"],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if r3.returncode != 0 or r3.stdout != want:
+        fail("-o -: exit %d (%s), %d bytes vs %d" % (r3.returncode, r3.stderr.decode().strip()[:300], len(r3.stdout),
+                                                    len(want)))
+    print("a FIFO output and stdout: the same bytes, written in order")
 
 
 def test_errors(args, tmp):

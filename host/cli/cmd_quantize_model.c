@@ -80,7 +80,7 @@ void cmd_quantize_model_usage(void)
           "\n"
           "GGUF (--type T; T one of Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K\n"
           "F16 BF16 F32, any case): the output is one GGUF file (its name must end in\n"
-          ".gguf) for llama.cpp and the other ggml engines. Every selected float tensor\n"
+          ".gguf, or - for stdout) for llama.cpp and the other ggml engines. Every selected float tensor\n"
           "(F32, F16, BF16, F64; the selection above) whose row length (last dimension) is\n"
           "a multiple of T's block size (32, 256 for the K-quants) becomes T, byte for byte\n"
           "what ggml's reference quantizer writes; all others keep their type (as\n"
@@ -306,7 +306,7 @@ static int parse(int argc, char **argv, qm_args *a)
         return cli_usage_error(CMD, "missing -o OUT.safetensors");
     if (a->ggml && a->int_opt)
         return cli_usage_error(CMD, "%s is an option of qkern's integer codes; it does not apply with --type", a->int_opt);
-    if (a->ggml && !has_suffix(a->output, ".gguf"))
+    if (a->ggml && strcmp(a->output, "-") != 0 && !has_suffix(a->output, ".gguf"))
         return cli_usage_error(CMD, "--type writes GGUF: the output %s must end in .gguf", a->output);
     if (a->ggml && a->model.max_shard_size)
         return cli_usage_error(CMD, "--max-shard-size: sharded GGUF output is not supported (one .gguf is written)");

@@ -400,7 +400,7 @@ static qk_status fill_report(mr_run *r)
 static qk_status check_formats(mr_run *r)
 {
     const qk_model_options *o = r->o;
-    if (o->ggml && !mr_is_gguf(r->output))
+    if (o->ggml && strcmp(r->output, "-") != 0 && !mr_is_gguf(r->output)) /* "-": stdout */
         return mr_fail(r, QK_ERR_INVALID_ARG, "a ggml type is written as GGUF", "output %s does not end in .gguf",
                        r->output);
     if (o->ggml && o->max_shard_size)
