@@ -1,10 +1,15 @@
 /* ggml's block formats: the block functions of kernels/common/ggml_blocks.h
  * (embedded just before this file) run one work-item per block, each block's
  * floats and bytes copied to private memory first so the shared functions see
- * plain pointers. Each work-item takes a contiguous run of blocks (one block
- * when the launch covers them all), so any launch size covers any count and a
- * CPU device's work-items stream through memory. Offsets: x and out in their
- * element units, blocks in bytes. */
+ * plain pointers; Q8_0 and Q4_0 have vector kernels of their own (below), the
+ * same operations lane by lane. Each work-item takes a contiguous run of
+ * blocks (one block when the launch covers them all), so any launch size
+ * covers any count and a CPU device's work-items stream through memory.
+ * Offsets: x and out in their element units, blocks in bytes.
+ *
+ * Quantize kernels check finiteness in the same pass: a work-item that met a
+ * NaN or an infinity sets *bad (atomic_or; *bad starts at 0). The bytes it
+ * wrote for such blocks are meaningless; the host zeroes the output then. */
 
 /* [*b, *e): this work-item's run of n blocks. */
 inline void qk_ggml_run(ulong n, ulong *b, ulong *e)
@@ -14,23 +19,79 @@ inline void qk_ggml_run(ulong n, ulong *b, ulong *e)
     *e = lo + per < n ? lo + per : n;
 }
 
+/* Nonzero when any lane is NaN or infinite. */
+inline int qk_ggml_bad16(float16 v)
+{
+    return any((as_uint16(v) & (uint16)(0x7f800000u)) == (uint16)(0x7f800000u));
+}
+
+/* qkg_cvt lane by lane: truncation, INT32_MIN for NaN and values outside int32
+ * (the conversion itself only sees values in range). */
+inline int16 qk_ggml_cvt16(float16 f)
+{
+    int16 ok = (f >= (float16)(-2147483648.0f)) & (f < (float16)(2147483648.0f));
+    return select((int16)(-2147483647 - 1), convert_int16_rtz(select((float16)(0.0f), f, ok)), ok);
+}
+
+/* (qkg_i8)v: the low byte, sign-extended. */
+inline int16 qk_ggml_sext8(int16 v)
+{
+    return ((v & 0xff) ^ 0x80) - 0x80;
+}
+
+/* The largest lane. */
+inline float qk_ggml_fmax16(float16 m)
+{
+    float8 a = fmax(m.lo, m.hi);
+    float4 b = fmax(a.lo, a.hi);
+    float2 c = fmax(b.lo, b.hi);
+    return fmax(c.x, c.y);
+}
+
+inline int qk_ggml_imin16(int16 m)
+{
+    int8 a = min(m.lo, m.hi);
+    int4 b = min(a.lo, a.hi);
+    int2 c = min(b.lo, b.hi);
+    return min(c.x, c.y);
+}
+
+inline void qk_ggml_put_f16(__global uchar *p, float f)
+{
+    qkg_u16 h = qkg_f32_to_f16(f);
+    p[0] = (uchar)(h & 0xffu);
+    p[1] = (uchar)(h >> 8);
+}
+
+inline float qk_ggml_get_f16(__global const uchar *p)
+{
+    return qkg_f16_to_f32((qkg_u16)(p[0] | (p[1] << 8)));
+}
+
 #define QK_GGML_KERNELS(NAME, ELEMS, BYTES)                                                                    \
     __kernel void qk_ggml_quantize_##NAME(__global const float *restrict x, ulong xoff,                      \
-                                          __global uchar *restrict y, ulong yoff, ulong nblocks)             \
+                                          __global uchar *restrict y, ulong yoff, ulong nblocks,             \
+                                          __global int *bad)                                                 \
     {                                                                                                          \
         float xb[ELEMS];                                                                                       \
         qkg_u8 yb[BYTES];                                                                                      \
         ulong b, e;                                                                                            \
+        int nonfinite = 0;                                                                                     \
         qk_ggml_run(nblocks, &b, &e);                                                                          \
         for (; b < e; b++) {                                                                                   \
             __global const float *src = x + xoff + b * ELEMS;                                                  \
-            for (int i = 0; i < ELEMS; i++)                                                                    \
-                xb[i] = src[i];                                                                                \
+            for (int i = 0; i < ELEMS / 16; i++) {                                                             \
+                float16 v = vload16(i, src);                                                                   \
+                nonfinite |= qk_ggml_bad16(v);                                                                 \
+                vstore16(v, i, xb);                                                                            \
+            }                                                                                                  \
             qkg_quantize_##NAME(xb, yb);                                                                       \
             __global uchar *dst = y + yoff + b * BYTES;                                                        \
             for (int i = 0; i < BYTES; i++)                                                                    \
                 dst[i] = yb[i];                                                                                \
         }                                                                                                      \
+        if (nonfinite)                                                                                         \
+            atomic_or(bad, 1);                                                                                 \
     }                                                                                                          \
     __kernel void qk_ggml_dequantize_##NAME(__global const uchar *restrict y, ulong yoff,                    \
                                             __global float *restrict x, ulong xoff, ulong nblocks)           \
@@ -45,22 +106,111 @@ inline void qk_ggml_run(ulong n, ulong *b, ulong *e)
                 yb[i] = src[i];                                                                                \
             qkg_dequantize_##NAME(yb, xb);                                                                     \
             __global float *dst = x + xoff + b * ELEMS;                                                        \
-            for (int i = 0; i < ELEMS; i++)                                                                    \
-                dst[i] = xb[i];                                                                                \
+            for (int i = 0; i < ELEMS / 16; i++)                                                               \
+                vstore16(vload16(i, xb), i, dst);                                                              \
         }                                                                                                      \
     }
 
-QK_GGML_KERNELS(q4_0, QKG_QK, QKG_BYTES_Q4_0)
 QK_GGML_KERNELS(q4_1, QKG_QK, QKG_BYTES_Q4_1)
 QK_GGML_KERNELS(q5_0, QKG_QK, QKG_BYTES_Q5_0)
 QK_GGML_KERNELS(q5_1, QKG_QK, QKG_BYTES_Q5_1)
-QK_GGML_KERNELS(q8_0, QKG_QK, QKG_BYTES_Q8_0)
 QK_GGML_KERNELS(q2_k, QKG_QK_K, QKG_BYTES_Q2_K)
 QK_GGML_KERNELS(q3_k, QKG_QK_K, QKG_BYTES_Q3_K)
 QK_GGML_KERNELS(q4_k, QKG_QK_K, QKG_BYTES_Q4_K)
 QK_GGML_KERNELS(q5_k, QKG_QK_K, QKG_BYTES_Q5_K)
 QK_GGML_KERNELS(q6_k, QKG_QK_K, QKG_BYTES_Q6_K)
 
+/* Q8_0 as qkg_quantize_q8_0, 16 lanes at a time: amax (the largest |x|, in
+ * any order: max is exact), d = amax / 127, id = 1 / d, then each element's
+ * roundf(x * id) (qkg_round: half away from zero) converted as qkg_cvt and
+ * narrowed modulo 2^8. */
+__kernel void qk_ggml_quantize_q8_0(__global const float *restrict x, ulong xoff, __global uchar *restrict y,
+                                    ulong yoff, ulong nblocks, __global int *bad)
+{
+    ulong b, e;
+    int nonfinite = 0;
+    qk_ggml_run(nblocks, &b, &e);
+    for (; b < e; b++) {
+        __global const float *src = x + xoff + b * QKG_QK;
+        float16 v0 = vload16(0, src), v1 = vload16(1, src);
+        nonfinite |= qk_ggml_bad16(v0) | qk_ggml_bad16(v1);
+        const float amax = qk_ggml_fmax16(fmax(fabs(v0), fabs(v1)));
+        const float d = QK_DIV_float(amax, 127.0f);
+        const float id = d != 0.0f ? QK_DIV_float(1.0f, d) : 0.0f;
+        __global uchar *dst = y + yoff + b * QKG_BYTES_Q8_0;
+        qk_ggml_put_f16(dst, d);
+        float16 s0 = v0 * id, s1 = v1 * id;
+        float16 t0 = trunc(s0), t1 = trunc(s1);
+        s0 = select(t0, t0 + copysign((float16)(1.0f), s0), fabs(s0 - t0) >= (float16)(0.5f));
+        s1 = select(t1, t1 + copysign((float16)(1.0f), s1), fabs(s1 - t1) >= (float16)(0.5f));
+        vstore16(convert_uchar16(qk_ggml_cvt16(s0) & 0xff), 0, dst + 2);
+        vstore16(convert_uchar16(qk_ggml_cvt16(s1) & 0xff), 0, dst + 18);
+    }
+    if (nonfinite)
+        atomic_or(bad, 1);
+}
+
+__kernel void qk_ggml_dequantize_q8_0(__global const uchar *restrict y, ulong yoff, __global float *restrict x,
+                                      ulong xoff, ulong nblocks)
+{
+    ulong b, e;
+    qk_ggml_run(nblocks, &b, &e);
+    for (; b < e; b++) {
+        __global const uchar *src = y + yoff + b * QKG_BYTES_Q8_0;
+        const float d = qk_ggml_get_f16(src);
+        __global float *dst = x + xoff + b * QKG_QK;
+        vstore16(convert_float16(as_char16(vload16(0, src + 2))) * d, 0, dst);
+        vstore16(convert_float16(as_char16(vload16(0, src + 18))) * d, 1, dst);
+    }
+}
+
+/* Q4_0 as qkg_quantize_q4_0: max is the first element (in index order) whose
+ * |x| is amax, so it is +amax or -amax (0 when amax is 0) as that element's
+ * sign says; d = max / -8, id = 1 / d; element j's nibble min(15, (i8)cvt(x *
+ * id + 8.5)) low, element j + 16's high. */
+__kernel void qk_ggml_quantize_q4_0(__global const float *restrict x, ulong xoff, __global uchar *restrict y,
+                                    ulong yoff, ulong nblocks, __global int *bad)
+{
+    const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    ulong b, e;
+    int nonfinite = 0;
+    qk_ggml_run(nblocks, &b, &e);
+    for (; b < e; b++) {
+        __global const float *src = x + xoff + b * QKG_QK;
+        float16 v0 = vload16(0, src), v1 = vload16(1, src);
+        nonfinite |= qk_ggml_bad16(v0) | qk_ggml_bad16(v1);
+        const float amax = qk_ggml_fmax16(fmax(fabs(v0), fabs(v1)));
+        const int first_pos = qk_ggml_imin16(min(select((int16)(64), lane, v0 == (float16)(amax)),
+                                                 select((int16)(64), lane + 16, v1 == (float16)(amax))));
+        const int first_neg = qk_ggml_imin16(min(select((int16)(64), lane, v0 == (float16)(-amax)),
+                                                 select((int16)(64), lane + 16, v1 == (float16)(-amax))));
+        const float max = amax == 0.0f ? 0.0f : first_neg < first_pos ? -amax : amax;
+        const float d = QK_DIV_float(max, -8.0f);
+        const float id = d != 0.0f ? QK_DIV_float(1.0f, d) : 0.0f;
+        __global uchar *dst = y + yoff + b * QKG_BYTES_Q4_0;
+        qk_ggml_put_f16(dst, d);
+        int16 q0 = min((int16)(15), qk_ggml_sext8(qk_ggml_cvt16(v0 * id + (float16)(8.5f)))) & 0xff;
+        int16 q1 = min((int16)(15), qk_ggml_sext8(qk_ggml_cvt16(v1 * id + (float16)(8.5f)))) & 0xff;
+        vstore16(convert_uchar16((q0 | (q1 << 4)) & 0xff), 0, dst + 2);
+    }
+    if (nonfinite)
+        atomic_or(bad, 1);
+}
+
+__kernel void qk_ggml_dequantize_q4_0(__global const uchar *restrict y, ulong yoff, __global float *restrict x,
+                                      ulong xoff, ulong nblocks)
+{
+    ulong b, e;
+    qk_ggml_run(nblocks, &b, &e);
+    for (; b < e; b++) {
+        __global const uchar *src = y + yoff + b * QKG_BYTES_Q4_0;
+        const float d = qk_ggml_get_f16(src);
+        const int16 q = convert_int16(vload16(0, src + 2));
+        __global float *dst = x + xoff + b * QKG_QK;
+        vstore16(convert_float16((q & 0x0f) - 8) * d, 0, dst);
+        vstore16(convert_float16((q >> 4) - 8) * d, 1, dst);
+    }
+}
 /* F32 -> F16 / BF16 / F32 (kind 1, 2, 0), two or four little-endian bytes an
  * element at any byte offset. */
 __kernel void qk_ggml_from_f32(__global const float *restrict x, ulong xoff, __global uchar *restrict y, ulong yoff,
