@@ -557,6 +557,114 @@ QKG_FN float qkg_make_qkx2_quants(int n, int nmax, const float *x, const float *
     return scale;
 }
 
+#if defined(__OPENCL_VERSION__)
+/* qkg_make_qkx2_quants (n <= 32) with the candidates evaluated eight at a
+ * time, one per float8 lane: each lane's sums run over i in order with the same
+ * operations as the scalar loop, so every candidate's figures are the scalar
+ * ones bit for bit. ggml's loop moves min whenever a candidate wins, and the
+ * later candidates use the new min: the lanes are speculative. The candidates
+ * of a batch are scanned in order; after the first that wins, the next batch
+ * starts just behind it with the new min (a batch without a winner is final).
+ * Lanes past nstep are computed and ignored. (max(min()) rather than clamp():
+ * oclgrind 21.10 gets clamp(int8, int, int) wrong for Q2_K's levels.) */
+inline int8 qkg_nearest_int8(float8 v)
+{
+    float8 t = v + (float8)(12582912.0f);
+    return (as_int8(t) & (int8)(0x007fffff)) - (int8)(0x00400000);
+}
+
+inline float qkg_make_qkx2_quants_v8(int n, int nmax, const float *x, const float *weights, qkg_u8 *L,
+                                     float *the_min, float rmin, float rdelta, int nstep, int use_mad)
+{
+    float mn = x[0], mx = x[0];
+    float sum_w = weights[0];
+    float sum_x = sum_w * x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] < mn)
+            mn = x[i];
+        if (x[i] > mx)
+            mx = x[i];
+        float w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if (mn > 0)
+        mn = 0;
+    if (mx == mn) {
+        for (int i = 0; i < n; i++)
+            L[i] = 0;
+        *the_min = -mn;
+        return 0.0f;
+    }
+    float iscale = nmax / (mx - mn);
+    float scale = 1 / iscale;
+    float best_error = 0;
+    for (int i = 0; i < n; i++) {
+        int l = qkg_nearest_int(iscale * (x[i] - mn));
+        L[i] = (qkg_u8)QKG_MAX(0, QKG_MIN(nmax, l));
+        float diff = scale * L[i] + mn - x[i];
+        diff = use_mad ? QKG_FABS(diff) : diff * diff;
+        float w = weights[i];
+        best_error += w * diff;
+    }
+    const float8 lane = (float8)(0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f);
+    qkg_u8 lv[32 * 8];
+    float Dv[8], ev[8], sv[8], mv[8];
+    int is = 0;
+    while (is <= nstep) {
+        const float8 isc = (rmin + rdelta * (lane + (float)is) + (float)nmax) / (mx - mn);
+        float8 sum_l = (float8)(0.0f), sum_l2 = (float8)(0.0f), sum_xl = (float8)(0.0f);
+        for (int i = 0; i < n; i++) {
+            const int8 l = max((int8)(0), min((int8)(nmax), qkg_nearest_int8(isc * (x[i] - mn))));
+            vstore8(convert_uchar8(l), i, lv);
+            const float8 fl = convert_float8(l);
+            const float w = weights[i];
+            sum_l += w * fl;
+            sum_l2 += w * fl * fl;
+            sum_xl += w * fl * x[i];
+        }
+        const float8 D = sum_w * sum_l2 - sum_l * sum_l;
+        float8 this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+        float8 this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+        const int8 pos = this_min > (float8)(0.0f);
+        this_min = select(this_min, (float8)(0.0f), pos);
+        this_scale = select(this_scale, sum_xl / sum_l2, pos);
+        float8 cur_error = (float8)(0.0f);
+        for (int i = 0; i < n; i++) {
+            float8 diff = this_scale * convert_float8(vload8(i, lv)) + this_min - x[i];
+            if (use_mad)
+                diff = fabs(diff);
+            else
+                diff = diff * diff;
+            cur_error += weights[i] * diff;
+        }
+        vstore8(D, 0, Dv);
+        vstore8(cur_error, 0, ev);
+        vstore8(this_scale, 0, sv);
+        vstore8(this_min, 0, mv);
+        int next = is + 8;
+        for (int k = 0; k < 8 && is + k <= nstep; k++) {
+            if (Dv[k] > 0 && ev[k] < best_error) {
+                for (int i = 0; i < n; i++)
+                    L[i] = lv[8 * i + k];
+                best_error = ev[k];
+                scale = sv[k];
+                mn = mv[k];
+                next = is + k + 1;
+                break;
+            }
+        }
+        is = next;
+    }
+    *the_min = -mn;
+    return scale;
+}
+#define QKG_QKX2(n, nmax, x, w, L, the_min, Laux, rmin, rdelta, nstep, use_mad)                                 \
+    qkg_make_qkx2_quants_v8(n, nmax, x, w, L, the_min, rmin, rdelta, nstep, use_mad)
+#else
+#define QKG_QKX2 qkg_make_qkx2_quants
+#endif
+
 /* The 6-bit scale and min of sub-block j packed in 12 bytes (Q4_K, Q5_K). */
 QKG_FN void qkg_get_scale_min_k4(int j, const qkg_u8 *q, qkg_u8 *d, qkg_u8 *m)
 {
@@ -582,7 +690,7 @@ QKG_FN void qkg_quantize_q2_k(const float *x, qkg_u8 *y)
     for (int j = 0; j < QKG_QK_K / 16; j++) {
         for (int l = 0; l < 16; l++)
             weights[l] = QKG_FABS(x[16 * j + l]);
-        scales[j] = qkg_make_qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, 1);
+        scales[j] = QKG_QKX2(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, 1);
         float scale = scales[j];
         if (scale > max_scale)
             max_scale = scale;
@@ -758,7 +866,7 @@ QKG_FN void qkg_k_scales_mins(const float *x, qkg_u8 *y, qkg_u8 *L, int nmax, fl
         float av_x = QKG_SQRT(sum_x2 / 32);
         for (int l = 0; l < 32; l++)
             weights[l] = av_x + QKG_FABS(x[32 * j + l]);
-        scales[j] = qkg_make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f,
+        scales[j] = QKG_QKX2(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f,
                                          nstep, 0);
         float scale = scales[j];
         if (scale > max_scale)
