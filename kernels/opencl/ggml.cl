@@ -1,8 +1,8 @@
 /* ggml's block formats: the block functions of kernels/common/ggml_blocks.h
  * (embedded just before this file) run one work-item per block, each block's
  * floats and bytes copied to private memory first so the shared functions see
- * plain pointers; Q8_0 and Q4_0 have vector kernels of their own (below), the
- * same operations lane by lane. Each work-item takes a contiguous run of
+ * plain pointers; the 32-element types have vector kernels of their own
+ * (below), the same operations lane by lane. Each work-item takes a contiguous run of
  * blocks (one block when the launch covers them all), so any launch size
  * covers any count and a CPU device's work-items stream through memory.
  * Offsets: x and out in their element units, blocks in bytes.
@@ -54,6 +54,65 @@ inline int qk_ggml_imin16(int16 m)
     int4 b = min(a.lo, a.hi);
     int2 c = min(b.lo, b.hi);
     return min(c.x, c.y);
+}
+
+inline int qk_ggml_ior16(int16 m)
+{
+    int8 a = m.lo | m.hi;
+    int4 b = a.lo | a.hi;
+    int2 c = b.lo | b.hi;
+    return c.x | c.y;
+}
+
+inline float qk_ggml_fmin16(float16 m)
+{
+    float8 a = fmin(m.lo, m.hi);
+    float4 b = fmin(a.lo, a.hi);
+    float2 c = fmin(b.lo, b.hi);
+    return fmin(c.x, c.y);
+}
+
+/* val (a value some lane of v0:v1 equals) with the sign of the first such
+ * lane in index order: what a scalar loop that keeps the first of equal values
+ * ends with; only +0 and -0 are equal with different signs. */
+inline float qk_ggml_first_equal(float16 v0, float16 v1, float val)
+{
+    const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const int16 s0 = signbit(v0), s1 = signbit(v1);
+    const int16 e0 = v0 == (float16)(val), e1 = v1 == (float16)(val);
+    const int first_neg = qk_ggml_imin16(min(select((int16)(64), lane, e0 & s0), select((int16)(64), lane + 16, e1 & s1)));
+    const int first_pos = qk_ggml_imin16(min(select((int16)(64), lane, e0 & ~s0), select((int16)(64), lane + 16, e1 & ~s1)));
+    return first_neg < first_pos ? -fabs(val) : fabs(val);
+}
+
+/* The fifth bits (0x10) of the levels q0 (elements 0..15) and q1 (16..31) as
+ * Q5_0/Q5_1's qh, little-endian at p. */
+inline void qk_ggml_put_qh(__global uchar *p, int16 q0, int16 q1)
+{
+    const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const uint qh = (uint)qk_ggml_ior16(((q0 & 0x10) >> 4) << lane) | ((uint)qk_ggml_ior16(((q1 & 0x10) >> 4) << lane) << 16);
+    vstore4((uchar4)((uchar)(qh & 0xffu), (uchar)((qh >> 8) & 0xffu), (uchar)((qh >> 16) & 0xffu), (uchar)(qh >> 24)), 0, p);
+}
+
+/* The first element (index order) of the largest magnitude among 16 lanes:
+ * pairs of neighbours (.even earlier than .odd) combined level by level, the
+ * earlier one kept on equal magnitudes, so every lane of every level holds the
+ * first largest of a contiguous run. */
+inline float qk_ggml_first_absmax16(float16 v)
+{
+    float8 a = select(v.odd, v.even, fabs(v.even) >= fabs(v.odd));
+    float4 b = select(a.odd, a.even, fabs(a.even) >= fabs(a.odd));
+    float2 c = select(b.odd, b.even, fabs(b.even) >= fabs(b.odd));
+    return fabs(c.x) >= fabs(c.y) ? c.x : c.y;
+}
+
+/* Q4_0/Q5_0's max: the first element (index order) of the largest |x| of a
+ * block, +0 when that is 0 (the scalar loop never updates max then). */
+inline float qk_ggml_signed_amax(float16 v0, float16 v1)
+{
+    const float a = qk_ggml_first_absmax16(v0), b = qk_ggml_first_absmax16(v1);
+    const float m = fabs(a) >= fabs(b) ? a : b;
+    return m == 0.0f ? 0.0f : m;
 }
 
 inline void qk_ggml_put_f16(__global uchar *p, float f)
@@ -111,9 +170,6 @@ inline float qk_ggml_get_f16(__global const uchar *p)
         }                                                                                                      \
     }
 
-QK_GGML_KERNELS(q4_1, QKG_QK, QKG_BYTES_Q4_1)
-QK_GGML_KERNELS(q5_0, QKG_QK, QKG_BYTES_Q5_0)
-QK_GGML_KERNELS(q5_1, QKG_QK, QKG_BYTES_Q5_1)
 QK_GGML_KERNELS(q2_k, QKG_QK_K, QKG_BYTES_Q2_K)
 QK_GGML_KERNELS(q3_k, QKG_QK_K, QKG_BYTES_Q3_K)
 QK_GGML_KERNELS(q4_k, QKG_QK_K, QKG_BYTES_Q4_K)
@@ -171,7 +227,6 @@ __kernel void qk_ggml_dequantize_q8_0(__global const uchar *restrict y, ulong yo
 __kernel void qk_ggml_quantize_q4_0(__global const float *restrict x, ulong xoff, __global uchar *restrict y,
                                     ulong yoff, ulong nblocks, __global int *bad)
 {
-    const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     ulong b, e;
     int nonfinite = 0;
     qk_ggml_run(nblocks, &b, &e);
@@ -179,12 +234,7 @@ __kernel void qk_ggml_quantize_q4_0(__global const float *restrict x, ulong xoff
         __global const float *src = x + xoff + b * QKG_QK;
         float16 v0 = vload16(0, src), v1 = vload16(1, src);
         nonfinite |= qk_ggml_bad16(v0) | qk_ggml_bad16(v1);
-        const float amax = qk_ggml_fmax16(fmax(fabs(v0), fabs(v1)));
-        const int first_pos = qk_ggml_imin16(min(select((int16)(64), lane, v0 == (float16)(amax)),
-                                                 select((int16)(64), lane + 16, v1 == (float16)(amax))));
-        const int first_neg = qk_ggml_imin16(min(select((int16)(64), lane, v0 == (float16)(-amax)),
-                                                 select((int16)(64), lane + 16, v1 == (float16)(-amax))));
-        const float max = amax == 0.0f ? 0.0f : first_neg < first_pos ? -amax : amax;
+        const float max = qk_ggml_signed_amax(v0, v1);
         const float d = QK_DIV_float(max, -8.0f);
         const float id = d != 0.0f ? QK_DIV_float(1.0f, d) : 0.0f;
         __global uchar *dst = y + yoff + b * QKG_BYTES_Q4_0;
@@ -211,6 +261,147 @@ __kernel void qk_ggml_dequantize_q4_0(__global const uchar *restrict y, ulong yo
         vstore16(convert_float16((q >> 4) - 8) * d, 1, dst);
     }
 }
+/* Q4_1 as qkg_quantize_q4_1: min and max (the first of equal values, so a
+ * zero keeps the sign of the first zero), d = (max - min) / 15, id = 1 / d,
+ * nibbles min(15, (i8)cvt((x - min) * id + 0.5)). */
+__kernel void qk_ggml_quantize_q4_1(__global const float *restrict x, ulong xoff, __global uchar *restrict y,
+                                    ulong yoff, ulong nblocks, __global int *bad)
+{
+    ulong b, e;
+    int nonfinite = 0;
+    qk_ggml_run(nblocks, &b, &e);
+    for (; b < e; b++) {
+        __global const float *src = x + xoff + b * QKG_QK;
+        float16 v0 = vload16(0, src), v1 = vload16(1, src);
+        nonfinite |= qk_ggml_bad16(v0) | qk_ggml_bad16(v1);
+        float mn = qk_ggml_fmin16(fmin(v0, v1)), mx = qk_ggml_fmax16(fmax(v0, v1));
+        if (mn == 0.0f)
+            mn = qk_ggml_first_equal(v0, v1, mn);
+        if (mx == 0.0f)
+            mx = qk_ggml_first_equal(v0, v1, mx);
+        const float d = QK_DIV_float(mx - mn, 15.0f);
+        const float id = d != 0.0f ? QK_DIV_float(1.0f, d) : 0.0f;
+        __global uchar *dst = y + yoff + b * QKG_BYTES_Q4_1;
+        qk_ggml_put_f16(dst, d);
+        qk_ggml_put_f16(dst + 2, mn);
+        int16 q0 = min((int16)(15), qk_ggml_sext8(qk_ggml_cvt16((v0 - mn) * id + (float16)(0.5f)))) & 0xff;
+        int16 q1 = min((int16)(15), qk_ggml_sext8(qk_ggml_cvt16((v1 - mn) * id + (float16)(0.5f)))) & 0xff;
+        vstore16(convert_uchar16((q0 | (q1 << 4)) & 0xff), 0, dst + 4);
+    }
+    if (nonfinite)
+        atomic_or(bad, 1);
+}
+
+__kernel void qk_ggml_dequantize_q4_1(__global const uchar *restrict y, ulong yoff, __global float *restrict x,
+                                      ulong xoff, ulong nblocks)
+{
+    ulong b, e;
+    qk_ggml_run(nblocks, &b, &e);
+    for (; b < e; b++) {
+        __global const uchar *src = y + yoff + b * QKG_BYTES_Q4_1;
+        const float d = qk_ggml_get_f16(src), m = qk_ggml_get_f16(src + 2);
+        const int16 q = convert_int16(vload16(0, src + 4));
+        __global float *dst = x + xoff + b * QKG_QK;
+        vstore16(convert_float16(q & 0x0f) * d + m, 0, dst);
+        vstore16(convert_float16(q >> 4) * d + m, 1, dst);
+    }
+}
+
+/* Q5_0 as qkg_quantize_q5_0: d = max / -16 (max as Q4_0's), levels
+ * min(31, (i8)cvt(x * id + 16.5)): low nibbles packed, fifth bits in qh. */
+__kernel void qk_ggml_quantize_q5_0(__global const float *restrict x, ulong xoff, __global uchar *restrict y,
+                                    ulong yoff, ulong nblocks, __global int *bad)
+{
+    ulong b, e;
+    int nonfinite = 0;
+    qk_ggml_run(nblocks, &b, &e);
+    for (; b < e; b++) {
+        __global const float *src = x + xoff + b * QKG_QK;
+        float16 v0 = vload16(0, src), v1 = vload16(1, src);
+        nonfinite |= qk_ggml_bad16(v0) | qk_ggml_bad16(v1);
+        const float max = qk_ggml_signed_amax(v0, v1);
+        const float d = QK_DIV_float(max, -16.0f);
+        const float id = d != 0.0f ? QK_DIV_float(1.0f, d) : 0.0f;
+        __global uchar *dst = y + yoff + b * QKG_BYTES_Q5_0;
+        qk_ggml_put_f16(dst, d);
+        int16 q0 = min((int16)(31), qk_ggml_sext8(qk_ggml_cvt16(v0 * id + (float16)(16.5f)))) & 0xff;
+        int16 q1 = min((int16)(31), qk_ggml_sext8(qk_ggml_cvt16(v1 * id + (float16)(16.5f)))) & 0xff;
+        qk_ggml_put_qh(dst + 2, q0, q1);
+        vstore16(convert_uchar16((q0 & 0x0f) | ((q1 & 0x0f) << 4)), 0, dst + 6);
+    }
+    if (nonfinite)
+        atomic_or(bad, 1);
+}
+
+/* The fifth bits of qh for elements 0..15 (lo) and 16..31 (hi), as 0 or 0x10. */
+inline int16 qk_ggml_get_qh(__global const uchar *p, int hi)
+{
+    const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const uint qh = (uint)p[0] | ((uint)p[1] << 8) | ((uint)p[2] << 16) | ((uint)p[3] << 24);
+    return (((int16)((int)(qh >> (hi ? 16 : 0)) & 0xffff)) >> lane & 1) << 4;
+}
+
+__kernel void qk_ggml_dequantize_q5_0(__global const uchar *restrict y, ulong yoff, __global float *restrict x,
+                                      ulong xoff, ulong nblocks)
+{
+    ulong b, e;
+    qk_ggml_run(nblocks, &b, &e);
+    for (; b < e; b++) {
+        __global const uchar *src = y + yoff + b * QKG_BYTES_Q5_0;
+        const float d = qk_ggml_get_f16(src);
+        const int16 q = convert_int16(vload16(0, src + 6));
+        __global float *dst = x + xoff + b * QKG_QK;
+        vstore16(convert_float16(((q & 0x0f) | qk_ggml_get_qh(src + 2, 0)) - 16) * d, 0, dst);
+        vstore16(convert_float16(((q >> 4) | qk_ggml_get_qh(src + 2, 1)) - 16) * d, 1, dst);
+    }
+}
+
+/* Q5_1 as qkg_quantize_q5_1: min and max as Q4_1's, d = (max - min) / 31,
+ * levels (u8)cvt((x - min) * id + 0.5) (no clamp, as ggml). */
+__kernel void qk_ggml_quantize_q5_1(__global const float *restrict x, ulong xoff, __global uchar *restrict y,
+                                    ulong yoff, ulong nblocks, __global int *bad)
+{
+    ulong b, e;
+    int nonfinite = 0;
+    qk_ggml_run(nblocks, &b, &e);
+    for (; b < e; b++) {
+        __global const float *src = x + xoff + b * QKG_QK;
+        float16 v0 = vload16(0, src), v1 = vload16(1, src);
+        nonfinite |= qk_ggml_bad16(v0) | qk_ggml_bad16(v1);
+        float mn = qk_ggml_fmin16(fmin(v0, v1)), mx = qk_ggml_fmax16(fmax(v0, v1));
+        if (mn == 0.0f)
+            mn = qk_ggml_first_equal(v0, v1, mn);
+        if (mx == 0.0f)
+            mx = qk_ggml_first_equal(v0, v1, mx);
+        const float d = QK_DIV_float(mx - mn, 31.0f);
+        const float id = d != 0.0f ? QK_DIV_float(1.0f, d) : 0.0f;
+        __global uchar *dst = y + yoff + b * QKG_BYTES_Q5_1;
+        qk_ggml_put_f16(dst, d);
+        qk_ggml_put_f16(dst + 2, mn);
+        int16 q0 = qk_ggml_cvt16((v0 - mn) * id + (float16)(0.5f)) & 0xff;
+        int16 q1 = qk_ggml_cvt16((v1 - mn) * id + (float16)(0.5f)) & 0xff;
+        qk_ggml_put_qh(dst + 4, q0, q1);
+        vstore16(convert_uchar16((q0 & 0x0f) | ((q1 & 0x0f) << 4)), 0, dst + 8);
+    }
+    if (nonfinite)
+        atomic_or(bad, 1);
+}
+
+__kernel void qk_ggml_dequantize_q5_1(__global const uchar *restrict y, ulong yoff, __global float *restrict x,
+                                      ulong xoff, ulong nblocks)
+{
+    ulong b, e;
+    qk_ggml_run(nblocks, &b, &e);
+    for (; b < e; b++) {
+        __global const uchar *src = y + yoff + b * QKG_BYTES_Q5_1;
+        const float d = qk_ggml_get_f16(src), m = qk_ggml_get_f16(src + 2);
+        const int16 q = convert_int16(vload16(0, src + 8));
+        __global float *dst = x + xoff + b * QKG_QK;
+        vstore16(convert_float16((q & 0x0f) | qk_ggml_get_qh(src + 4, 0)) * d + m, 0, dst);
+        vstore16(convert_float16((q >> 4) | qk_ggml_get_qh(src + 4, 1)) * d + m, 1, dst);
+    }
+}
+
 /* F32 -> F16 / BF16 / F32 (kind 1, 2, 0), two or four little-endian bytes an
  * element at any byte offset. */
 __kernel void qk_ggml_from_f32(__global const float *restrict x, ulong xoff, __global uchar *restrict y, ulong yoff,
