@@ -659,10 +659,72 @@ inline float qkg_make_qkx2_quants_v8(int n, int nmax, const float *x, const floa
     *the_min = -mn;
     return scale;
 }
+/* qkg_make_qx_quants (n <= 16) with its 18 candidates (is = -9..-1, 1..9)
+ * evaluated eight at a time, one per float8 lane, each lane's sums in the
+ * scalar order with the scalar operations. The candidates do not depend on one
+ * another (only the comparison with best does), so they are all evaluated
+ * first and then scanned in ggml's order. */
+inline float qkg_make_qx_quants_v8(int n, int nmax, const float *x, qkg_i8 *L)
+{
+    float mx = 0, amax = 0;
+    for (int i = 0; i < n; i++) {
+        float ax = QKG_FABS(x[i]);
+        if (ax > amax) {
+            amax = ax;
+            mx = x[i];
+        }
+    }
+    if (amax < QKG_GROUP_MAX_EPS) {
+        for (int i = 0; i < n; i++)
+            L[i] = 0;
+        return 0.0f;
+    }
+    float iscale = -nmax / mx;
+    float sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = qkg_nearest_int(iscale * x[i]);
+        l = QKG_MAX(-nmax, QKG_MIN(nmax - 1, l));
+        L[i] = (qkg_i8)(l + nmax);
+        float w = x[i] * x[i];
+        sumlx += w * x[i] * l;
+        suml2 += w * l * l;
+    }
+    float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+    float best = scale * sumlx;
+    float lx[24], l2[24];
+    qkg_i8 lv[16 * 24];
+    for (int batch = 0; batch < 3; batch++) {
+        const int8 c = (int8)(0, 1, 2, 3, 4, 5, 6, 7) + 8 * batch;
+        const float8 fis = convert_float8(select(c - 8, c - 9, c < 9));
+        const float8 isc = -((float)nmax + 0.1f * fis) / mx;
+        float8 slx = (float8)(0.0f), sl2 = (float8)(0.0f);
+        for (int i = 0; i < n; i++) {
+            const int8 l = max((int8)(-nmax), min((int8)(nmax - 1), qkg_nearest_int8(isc * x[i])));
+            vstore8(convert_char8(l + nmax), 0, lv + 24 * i + 8 * batch);
+            const float8 fl = convert_float8(l);
+            const float w = x[i] * x[i];
+            slx += w * x[i] * fl;
+            sl2 += w * fl * fl;
+        }
+        vstore8(slx, batch, lx);
+        vstore8(sl2, batch, l2);
+    }
+    for (int c = 0; c < 18; c++) {
+        if (l2[c] > 0 && lx[c] * lx[c] > best * l2[c]) {
+            for (int i = 0; i < n; i++)
+                L[i] = lv[24 * i + c];
+            scale = lx[c] / l2[c];
+            best = scale * lx[c];
+        }
+    }
+    return scale;
+}
+#define QKG_QX qkg_make_qx_quants_v8
 #define QKG_QKX2(n, nmax, x, w, L, the_min, Laux, rmin, rdelta, nstep, use_mad)                                 \
     qkg_make_qkx2_quants_v8(n, nmax, x, w, L, the_min, rmin, rdelta, nstep, use_mad)
 #else
 #define QKG_QKX2 qkg_make_qkx2_quants
+#define QKG_QX qkg_make_qx_quants
 #endif
 
 /* The 6-bit scale and min of sub-block j packed in 12 bytes (Q4_K, Q5_K). */
@@ -1001,7 +1063,7 @@ QKG_FN void qkg_quantize_q6_k(const float *x, qkg_u8 *y)
     qkg_u8 *ql = y, *qh = y + 128, *ysc = y + 192, *yd = y + 208;
     float max_scale = 0, max_abs_scale = 0;
     for (int ib = 0; ib < QKG_QK_K / 16; ib++) {
-        const float scale = qkg_make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+        const float scale = QKG_QX(16, 32, x + 16 * ib, L + 16 * ib);
         scales[ib] = scale;
         const float abs_scale = QKG_FABS(scale);
         if (abs_scale > max_abs_scale) {
