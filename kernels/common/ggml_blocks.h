@@ -720,6 +720,69 @@ inline float qkg_make_qx_quants_v8(int n, int nmax, const float *x, qkg_i8 *L)
     return scale;
 }
 #define QKG_QX qkg_make_qx_quants_v8
+
+/* qkg_make_q3_quants (n 16, nmax 4) for eight sub-blocks at once, sub-block
+ * sb0 + k in lane k: Q3_K's searches are sequential within a sub-block but
+ * independent across sub-blocks. Every lane follows the scalar code operation
+ * for operation, its branches turned into masks; a lane whose pass changed
+ * nothing (where the scalar loop stops) may run further passes, which change
+ * nothing either: a pass is a function of the state it starts from. */
+inline void qkg_make_q3_quants_x8(const float *x, int sb0, qkg_i8 *L, float *scales)
+{
+    const int nmax = 4;
+    float8 xv[16];
+    int8 lv[16];
+    float8 mx = (float8)(0.0f), amax = (float8)(0.0f);
+    for (int i = 0; i < 16; i++) {
+        const float *p = x + 16 * sb0 + i;
+        xv[i] = (float8)(p[0], p[16], p[32], p[48], p[64], p[80], p[96], p[112]);
+        const float8 ax = fabs(xv[i]);
+        const int8 up = ax > amax;
+        amax = select(amax, ax, up);
+        mx = select(mx, xv[i], up);
+    }
+    const int8 live = !(amax < (float8)(QKG_GROUP_MAX_EPS));
+    const float8 iscale = (float8)(-nmax) / mx;
+    float8 sumlx = (float8)(0.0f), suml2 = (float8)(0.0f);
+    for (int i = 0; i < 16; i++) {
+        lv[i] = max((int8)(-nmax), min((int8)(nmax - 1), qkg_nearest_int8(iscale * xv[i])));
+        const float8 fl = convert_float8(lv[i]);
+        const float8 w = xv[i] * xv[i];
+        sumlx += w * xv[i] * fl;
+        suml2 += w * fl * fl;
+    }
+    for (int itry = 0; itry < 5; itry++) {
+        int8 changed = (int8)(0);
+        for (int i = 0; i < 16; i++) {
+            const float8 w = xv[i] * xv[i];
+            const float8 fL = convert_float8(lv[i]);
+            float8 slx = sumlx - w * xv[i] * fL;
+            const int8 c1 = slx > (float8)(0.0f);
+            float8 sl2 = suml2 - w * fL * fL;
+            const int8 new_l = max((int8)(-nmax), min((int8)(nmax - 1), qkg_nearest_int8(xv[i] * sl2 / slx)));
+            const int8 c2 = c1 & (new_l != lv[i]);
+            const float8 fn = convert_float8(new_l);
+            slx += w * xv[i] * fn;
+            sl2 += w * fn * fn;
+            const int8 c3 = c2 & (sl2 > (float8)(0.0f)) & (slx * slx * suml2 > sumlx * sumlx * sl2);
+            lv[i] = select(lv[i], new_l, c3);
+            sumlx = select(sumlx, slx, c3);
+            suml2 = select(suml2, sl2, c3);
+            changed |= c3;
+        }
+        if (!any(changed & live))
+            break;
+    }
+    const float8 scale = select((float8)(0.0f), sumlx / suml2, live & (suml2 > (float8)(0.0f)));
+    vstore8(scale, 0, scales + sb0);
+    for (int i = 0; i < 16; i++) {
+        char lb[8];
+        vstore8(convert_char8(select((int8)(0), lv[i] + nmax, live)), 0, lb);
+        for (int k = 0; k < 8; k++)
+            L[16 * (sb0 + k) + i] = lb[k];
+    }
+}
+#define QKG_Q3_X8(x, L, scales) (qkg_make_q3_quants_x8(x, 0, L, scales), qkg_make_q3_quants_x8(x, 8, L, scales))
 #define QKG_QKX2(n, nmax, x, w, L, the_min, Laux, rmin, rdelta, nstep, use_mad)                                 \
     qkg_make_qkx2_quants_v8(n, nmax, x, w, L, the_min, rmin, rdelta, nstep, use_mad)
 #else
@@ -834,8 +897,13 @@ QKG_FN void qkg_quantize_q3_k(const float *x, qkg_u8 *y)
     float scales[QKG_QK_K / 16];
     qkg_u8 *hmask = y, *qs = y + 32, *ysc = y + 96, *yd = y + 108;
     float max_scale = 0, amax = 0;
+#ifdef QKG_Q3_X8
+    QKG_Q3_X8(x, L, scales);
+#endif
     for (int j = 0; j < QKG_QK_K / 16; j++) {
+#ifndef QKG_Q3_X8
         scales[j] = qkg_make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
+#endif
         float scale = QKG_FABS(scales[j]);
         if (scale > amax) {
             amax = scale;
