@@ -19,10 +19,12 @@ inline void qk_ggml_run(ulong n, ulong *b, ulong *e)
     *e = lo + per < n ? lo + per : n;
 }
 
-/* Nonzero when any lane is NaN or infinite. */
-inline int qk_ggml_bad16(float16 v)
+/* The lanes that are NaN or infinite (all exponent bits set), as -1. Kernels
+ * OR these into a vector across their blocks and reduce it once at the end
+ * (any() per block costs PoCL more than the rest of a Q4_0 block). */
+inline int16 qk_ggml_bad16(float16 v)
 {
-    return any((as_uint16(v) & (uint16)(0x7f800000u)) == (uint16)(0x7f800000u));
+    return as_int16((as_uint16(v) & (uint16)(0x7f800000u)) == (uint16)(0x7f800000u));
 }
 
 /* qkg_cvt lane by lane: truncation, INT32_MIN for NaN and values outside int32
@@ -31,6 +33,16 @@ inline int16 qk_ggml_cvt16(float16 f)
 {
     int16 ok = (f >= (float16)(-2147483648.0f)) & (f < (float16)(2147483648.0f));
     return select((int16)(-2147483647 - 1), convert_int16_rtz(select((float16)(0.0f), f, ok)), ok);
+}
+
+/* qk_ggml_cvt16 where the caller knows every lane is finite and well inside
+ * int32 (bounded: the block's finite reciprocal scale bounds them): the plain
+ * conversion, the same values. */
+inline int16 qk_ggml_cvt16b(float16 f, int bounded)
+{
+    if (bounded)
+        return convert_int16_rtz(f);
+    return qk_ggml_cvt16(f);
 }
 
 /* (qkg_i8)v: the low byte, sign-extended. */
@@ -127,47 +139,47 @@ inline float qk_ggml_get_f16(__global const uchar *p)
     return qkg_f16_to_f32((qkg_u16)(p[0] | (p[1] << 8)));
 }
 
-#define QK_GGML_KERNELS(NAME, ELEMS, BYTES)                                                                    \
-    __kernel void qk_ggml_quantize_##NAME(__global const float *restrict x, ulong xoff,                      \
-                                          __global uchar *restrict y, ulong yoff, ulong nblocks,             \
-                                          __global int *bad)                                                 \
-    {                                                                                                          \
-        float xb[ELEMS];                                                                                       \
-        qkg_u8 yb[BYTES];                                                                                      \
-        ulong b, e;                                                                                            \
-        int nonfinite = 0;                                                                                     \
-        qk_ggml_run(nblocks, &b, &e);                                                                          \
-        for (; b < e; b++) {                                                                                   \
-            __global const float *src = x + xoff + b * ELEMS;                                                  \
-            for (int i = 0; i < ELEMS / 16; i++) {                                                             \
-                float16 v = vload16(i, src);                                                                   \
-                nonfinite |= qk_ggml_bad16(v);                                                                 \
-                vstore16(v, i, xb);                                                                            \
-            }                                                                                                  \
-            qkg_quantize_##NAME(xb, yb);                                                                       \
-            __global uchar *dst = y + yoff + b * BYTES;                                                        \
-            for (int i = 0; i < BYTES; i++)                                                                    \
-                dst[i] = yb[i];                                                                                \
-        }                                                                                                      \
-        if (nonfinite)                                                                                         \
-            atomic_or(bad, 1);                                                                                 \
-    }                                                                                                          \
-    __kernel void qk_ggml_dequantize_##NAME(__global const uchar *restrict y, ulong yoff,                    \
-                                            __global float *restrict x, ulong xoff, ulong nblocks)           \
-    {                                                                                                          \
-        float xb[ELEMS];                                                                                       \
-        qkg_u8 yb[BYTES];                                                                                      \
-        ulong b, e;                                                                                            \
-        qk_ggml_run(nblocks, &b, &e);                                                                          \
-        for (; b < e; b++) {                                                                                   \
-            __global const uchar *src = y + yoff + b * BYTES;                                                  \
-            for (int i = 0; i < BYTES; i++)                                                                    \
-                yb[i] = src[i];                                                                                \
-            qkg_dequantize_##NAME(yb, xb);                                                                     \
-            __global float *dst = x + xoff + b * ELEMS;                                                        \
-            for (int i = 0; i < ELEMS / 16; i++)                                                               \
-                vstore16(vload16(i, xb), i, dst);                                                              \
-        }                                                                                                      \
+#define QK_GGML_KERNELS(NAME, ELEMS, BYTES)                                                                            \
+    __kernel void qk_ggml_quantize_##NAME(__global const float *restrict x, ulong xoff,                                \
+                                          __global uchar *restrict y, ulong yoff, ulong nblocks,                       \
+                                          __global int *bad)                                                           \
+    {                                                                                                                  \
+        float xb[ELEMS];                                                                                               \
+        qkg_u8 yb[BYTES];                                                                                              \
+        ulong b, e;                                                                                                    \
+        int16 nonfinite = (int16)(0);                                                                                  \
+        qk_ggml_run(nblocks, &b, &e);                                                                                  \
+        for (; b < e; b++) {                                                                                           \
+            __global const float *src = x + xoff + b * ELEMS;                                                          \
+            for (int i = 0; i < ELEMS / 16; i++) {                                                                     \
+                float16 v = vload16(i, src);                                                                           \
+                nonfinite |= qk_ggml_bad16(v);                                                                         \
+                vstore16(v, i, xb);                                                                                    \
+            }                                                                                                          \
+            qkg_quantize_##NAME(xb, yb);                                                                               \
+            __global uchar *dst = y + yoff + b * BYTES;                                                                \
+            for (int i = 0; i < BYTES; i++)                                                                            \
+                dst[i] = yb[i];                                                                                        \
+        }                                                                                                              \
+        if (any(nonfinite))                                                                                            \
+            atomic_or(bad, 1);                                                                                         \
+    }                                                                                                                  \
+    __kernel void qk_ggml_dequantize_##NAME(__global const uchar *restrict y, ulong yoff,                              \
+                                            __global float *restrict x, ulong xoff, ulong nblocks)                     \
+    {                                                                                                                  \
+        float xb[ELEMS];                                                                                               \
+        qkg_u8 yb[BYTES];                                                                                              \
+        ulong b, e;                                                                                                    \
+        qk_ggml_run(nblocks, &b, &e);                                                                                  \
+        for (; b < e; b++) {                                                                                           \
+            __global const uchar *src = y + yoff + b * BYTES;                                                          \
+            for (int i = 0; i < BYTES; i++)                                                                            \
+                yb[i] = src[i];                                                                                        \
+            qkg_dequantize_##NAME(yb, xb);                                                                             \
+            __global float *dst = x + xoff + b * ELEMS;                                                                \
+            for (int i = 0; i < ELEMS / 16; i++)                                                                       \
+                vstore16(vload16(i, xb), i, dst);                                                                      \
+        }                                                                                                              \
     }
 
 QK_GGML_KERNELS(q2_k, QKG_QK_K, QKG_BYTES_Q2_K)
@@ -184,12 +196,16 @@ __kernel void qk_ggml_quantize_q8_0(__global const float *restrict x, ulong xoff
                                     ulong yoff, ulong nblocks, __global int *bad)
 {
     ulong b, e;
-    int nonfinite = 0;
+    int16 nonfinite = (int16)(0);
     qk_ggml_run(nblocks, &b, &e);
     for (; b < e; b++) {
         __global const float *src = x + xoff + b * QKG_QK;
         float16 v0 = vload16(0, src), v1 = vload16(1, src);
-        nonfinite |= qk_ggml_bad16(v0) | qk_ggml_bad16(v1);
+        const int16 bad0 = qk_ggml_bad16(v0), bad1 = qk_ggml_bad16(v1);
+        nonfinite |= bad0 | bad1;
+        /* such a block's bytes are zeroed by the host: zeros keep its lanes finite */
+        v0 = select(v0, (float16)(0.0f), bad0);
+        v1 = select(v1, (float16)(0.0f), bad1);
         const float amax = qk_ggml_fmax16(fmax(fabs(v0), fabs(v1)));
         const float d = QK_DIV_float(amax, 127.0f);
         const float id = d != 0.0f ? QK_DIV_float(1.0f, d) : 0.0f;
@@ -199,10 +215,11 @@ __kernel void qk_ggml_quantize_q8_0(__global const float *restrict x, ulong xoff
         float16 t0 = trunc(s0), t1 = trunc(s1);
         s0 = select(t0, t0 + copysign((float16)(1.0f), s0), fabs(s0 - t0) >= (float16)(0.5f));
         s1 = select(t1, t1 + copysign((float16)(1.0f), s1), fabs(s1 - t1) >= (float16)(0.5f));
-        vstore16(convert_uchar16(qk_ggml_cvt16(s0) & 0xff), 0, dst + 2);
-        vstore16(convert_uchar16(qk_ggml_cvt16(s1) & 0xff), 0, dst + 18);
+        const int bounded = isfinite(id);
+        vstore16(convert_uchar16(qk_ggml_cvt16b(s0, bounded) & 0xff), 0, dst + 2);
+        vstore16(convert_uchar16(qk_ggml_cvt16b(s1, bounded) & 0xff), 0, dst + 18);
     }
-    if (nonfinite)
+    if (any(nonfinite))
         atomic_or(bad, 1);
 }
 
@@ -228,22 +245,27 @@ __kernel void qk_ggml_quantize_q4_0(__global const float *restrict x, ulong xoff
                                     ulong yoff, ulong nblocks, __global int *bad)
 {
     ulong b, e;
-    int nonfinite = 0;
+    int16 nonfinite = (int16)(0);
     qk_ggml_run(nblocks, &b, &e);
     for (; b < e; b++) {
         __global const float *src = x + xoff + b * QKG_QK;
         float16 v0 = vload16(0, src), v1 = vload16(1, src);
-        nonfinite |= qk_ggml_bad16(v0) | qk_ggml_bad16(v1);
+        const int16 bad0 = qk_ggml_bad16(v0), bad1 = qk_ggml_bad16(v1);
+        nonfinite |= bad0 | bad1;
+        /* such a block's bytes are zeroed by the host: zeros keep its lanes finite */
+        v0 = select(v0, (float16)(0.0f), bad0);
+        v1 = select(v1, (float16)(0.0f), bad1);
         const float max = qk_ggml_signed_amax(v0, v1);
         const float d = QK_DIV_float(max, -8.0f);
         const float id = d != 0.0f ? QK_DIV_float(1.0f, d) : 0.0f;
         __global uchar *dst = y + yoff + b * QKG_BYTES_Q4_0;
         qk_ggml_put_f16(dst, d);
-        int16 q0 = min((int16)(15), qk_ggml_sext8(qk_ggml_cvt16(v0 * id + (float16)(8.5f)))) & 0xff;
-        int16 q1 = min((int16)(15), qk_ggml_sext8(qk_ggml_cvt16(v1 * id + (float16)(8.5f)))) & 0xff;
+        const int bounded = isfinite(id);
+        int16 q0 = min((int16)(15), qk_ggml_sext8(qk_ggml_cvt16b(v0 * id + (float16)(8.5f), bounded))) & 0xff;
+        int16 q1 = min((int16)(15), qk_ggml_sext8(qk_ggml_cvt16b(v1 * id + (float16)(8.5f), bounded))) & 0xff;
         vstore16(convert_uchar16((q0 | (q1 << 4)) & 0xff), 0, dst + 2);
     }
-    if (nonfinite)
+    if (any(nonfinite))
         atomic_or(bad, 1);
 }
 
@@ -268,12 +290,16 @@ __kernel void qk_ggml_quantize_q4_1(__global const float *restrict x, ulong xoff
                                     ulong yoff, ulong nblocks, __global int *bad)
 {
     ulong b, e;
-    int nonfinite = 0;
+    int16 nonfinite = (int16)(0);
     qk_ggml_run(nblocks, &b, &e);
     for (; b < e; b++) {
         __global const float *src = x + xoff + b * QKG_QK;
         float16 v0 = vload16(0, src), v1 = vload16(1, src);
-        nonfinite |= qk_ggml_bad16(v0) | qk_ggml_bad16(v1);
+        const int16 bad0 = qk_ggml_bad16(v0), bad1 = qk_ggml_bad16(v1);
+        nonfinite |= bad0 | bad1;
+        /* such a block's bytes are zeroed by the host: zeros keep its lanes finite */
+        v0 = select(v0, (float16)(0.0f), bad0);
+        v1 = select(v1, (float16)(0.0f), bad1);
         float mn = qk_ggml_fmin16(fmin(v0, v1)), mx = qk_ggml_fmax16(fmax(v0, v1));
         if (mn == 0.0f)
             mn = qk_ggml_first_equal(v0, v1, mn);
@@ -284,11 +310,12 @@ __kernel void qk_ggml_quantize_q4_1(__global const float *restrict x, ulong xoff
         __global uchar *dst = y + yoff + b * QKG_BYTES_Q4_1;
         qk_ggml_put_f16(dst, d);
         qk_ggml_put_f16(dst + 2, mn);
-        int16 q0 = min((int16)(15), qk_ggml_sext8(qk_ggml_cvt16((v0 - mn) * id + (float16)(0.5f)))) & 0xff;
-        int16 q1 = min((int16)(15), qk_ggml_sext8(qk_ggml_cvt16((v1 - mn) * id + (float16)(0.5f)))) & 0xff;
+        const int bounded = isfinite(d) && isfinite(id);
+        int16 q0 = min((int16)(15), qk_ggml_sext8(qk_ggml_cvt16b((v0 - mn) * id + (float16)(0.5f), bounded))) & 0xff;
+        int16 q1 = min((int16)(15), qk_ggml_sext8(qk_ggml_cvt16b((v1 - mn) * id + (float16)(0.5f), bounded))) & 0xff;
         vstore16(convert_uchar16((q0 | (q1 << 4)) & 0xff), 0, dst + 4);
     }
-    if (nonfinite)
+    if (any(nonfinite))
         atomic_or(bad, 1);
 }
 
@@ -313,23 +340,28 @@ __kernel void qk_ggml_quantize_q5_0(__global const float *restrict x, ulong xoff
                                     ulong yoff, ulong nblocks, __global int *bad)
 {
     ulong b, e;
-    int nonfinite = 0;
+    int16 nonfinite = (int16)(0);
     qk_ggml_run(nblocks, &b, &e);
     for (; b < e; b++) {
         __global const float *src = x + xoff + b * QKG_QK;
         float16 v0 = vload16(0, src), v1 = vload16(1, src);
-        nonfinite |= qk_ggml_bad16(v0) | qk_ggml_bad16(v1);
+        const int16 bad0 = qk_ggml_bad16(v0), bad1 = qk_ggml_bad16(v1);
+        nonfinite |= bad0 | bad1;
+        /* such a block's bytes are zeroed by the host: zeros keep its lanes finite */
+        v0 = select(v0, (float16)(0.0f), bad0);
+        v1 = select(v1, (float16)(0.0f), bad1);
         const float max = qk_ggml_signed_amax(v0, v1);
         const float d = QK_DIV_float(max, -16.0f);
         const float id = d != 0.0f ? QK_DIV_float(1.0f, d) : 0.0f;
         __global uchar *dst = y + yoff + b * QKG_BYTES_Q5_0;
         qk_ggml_put_f16(dst, d);
-        int16 q0 = min((int16)(31), qk_ggml_sext8(qk_ggml_cvt16(v0 * id + (float16)(16.5f)))) & 0xff;
-        int16 q1 = min((int16)(31), qk_ggml_sext8(qk_ggml_cvt16(v1 * id + (float16)(16.5f)))) & 0xff;
+        const int bounded = isfinite(id);
+        int16 q0 = min((int16)(31), qk_ggml_sext8(qk_ggml_cvt16b(v0 * id + (float16)(16.5f), bounded))) & 0xff;
+        int16 q1 = min((int16)(31), qk_ggml_sext8(qk_ggml_cvt16b(v1 * id + (float16)(16.5f), bounded))) & 0xff;
         qk_ggml_put_qh(dst + 2, q0, q1);
         vstore16(convert_uchar16((q0 & 0x0f) | ((q1 & 0x0f) << 4)), 0, dst + 6);
     }
-    if (nonfinite)
+    if (any(nonfinite))
         atomic_or(bad, 1);
 }
 
@@ -362,12 +394,16 @@ __kernel void qk_ggml_quantize_q5_1(__global const float *restrict x, ulong xoff
                                     ulong yoff, ulong nblocks, __global int *bad)
 {
     ulong b, e;
-    int nonfinite = 0;
+    int16 nonfinite = (int16)(0);
     qk_ggml_run(nblocks, &b, &e);
     for (; b < e; b++) {
         __global const float *src = x + xoff + b * QKG_QK;
         float16 v0 = vload16(0, src), v1 = vload16(1, src);
-        nonfinite |= qk_ggml_bad16(v0) | qk_ggml_bad16(v1);
+        const int16 bad0 = qk_ggml_bad16(v0), bad1 = qk_ggml_bad16(v1);
+        nonfinite |= bad0 | bad1;
+        /* such a block's bytes are zeroed by the host: zeros keep its lanes finite */
+        v0 = select(v0, (float16)(0.0f), bad0);
+        v1 = select(v1, (float16)(0.0f), bad1);
         float mn = qk_ggml_fmin16(fmin(v0, v1)), mx = qk_ggml_fmax16(fmax(v0, v1));
         if (mn == 0.0f)
             mn = qk_ggml_first_equal(v0, v1, mn);
@@ -378,12 +414,13 @@ __kernel void qk_ggml_quantize_q5_1(__global const float *restrict x, ulong xoff
         __global uchar *dst = y + yoff + b * QKG_BYTES_Q5_1;
         qk_ggml_put_f16(dst, d);
         qk_ggml_put_f16(dst + 2, mn);
-        int16 q0 = qk_ggml_cvt16((v0 - mn) * id + (float16)(0.5f)) & 0xff;
-        int16 q1 = qk_ggml_cvt16((v1 - mn) * id + (float16)(0.5f)) & 0xff;
+        const int bounded = isfinite(d) && isfinite(id);
+        int16 q0 = qk_ggml_cvt16b((v0 - mn) * id + (float16)(0.5f), bounded) & 0xff;
+        int16 q1 = qk_ggml_cvt16b((v1 - mn) * id + (float16)(0.5f), bounded) & 0xff;
         qk_ggml_put_qh(dst + 4, q0, q1);
         vstore16(convert_uchar16((q0 & 0x0f) | ((q1 & 0x0f) << 4)), 0, dst + 8);
     }
-    if (nonfinite)
+    if (any(nonfinite))
         atomic_or(bad, 1);
 }
 
