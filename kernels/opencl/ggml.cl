@@ -139,7 +139,7 @@ inline float qk_ggml_get_f16(__global const uchar *p)
     return qkg_f16_to_f32((qkg_u16)(p[0] | (p[1] << 8)));
 }
 
-#define QK_GGML_KERNELS(NAME, ELEMS, BYTES)                                                                            \
+#define QK_GGML_QUANT_KERNEL(NAME, ELEMS, BYTES)                                                                       \
     __kernel void qk_ggml_quantize_##NAME(__global const float *restrict x, ulong xoff,                                \
                                           __global uchar *restrict y, ulong yoff, ulong nblocks,                       \
                                           __global int *bad)                                                           \
@@ -163,7 +163,9 @@ inline float qk_ggml_get_f16(__global const uchar *p)
         }                                                                                                              \
         if (any(nonfinite))                                                                                            \
             atomic_or(bad, 1);                                                                                         \
-    }                                                                                                                  \
+    }
+
+#define QK_GGML_DEQUANT_KERNEL(NAME, ELEMS, BYTES)                                                                     \
     __kernel void qk_ggml_dequantize_##NAME(__global const uchar *restrict y, ulong yoff,                              \
                                             __global float *restrict x, ulong xoff, ulong nblocks)                     \
     {                                                                                                                  \
@@ -182,11 +184,78 @@ inline float qk_ggml_get_f16(__global const uchar *p)
         }                                                                                                              \
     }
 
+#define QK_GGML_KERNELS(NAME, ELEMS, BYTES)                                                                            \
+    QK_GGML_QUANT_KERNEL(NAME, ELEMS, BYTES)                                                                           \
+    QK_GGML_DEQUANT_KERNEL(NAME, ELEMS, BYTES)
+
 QK_GGML_KERNELS(q2_k, QKG_QK_K, QKG_BYTES_Q2_K)
 QK_GGML_KERNELS(q3_k, QKG_QK_K, QKG_BYTES_Q3_K)
-QK_GGML_KERNELS(q4_k, QKG_QK_K, QKG_BYTES_Q4_K)
-QK_GGML_KERNELS(q5_k, QKG_QK_K, QKG_BYTES_Q5_K)
+QK_GGML_QUANT_KERNEL(q4_k, QKG_QK_K, QKG_BYTES_Q4_K)
+QK_GGML_QUANT_KERNEL(q5_k, QKG_QK_K, QKG_BYTES_Q5_K)
 QK_GGML_KERNELS(q6_k, QKG_QK_K, QKG_BYTES_Q6_K)
+
+/* Q4_K and Q5_K dequantization as qkg_dequantize_q4_k/_q5_k, 16 lanes at a
+ * time: d1 * level - m1 per 32 elements, each sub-block's scale and min as
+ * qkg_get_scale_min_k4 unpacks them. */
+__kernel void qk_ggml_dequantize_q4_k(__global const uchar *restrict y, ulong yoff, __global float *restrict x,
+                                      ulong xoff, ulong nblocks)
+{
+    ulong b, e;
+    qk_ggml_run(nblocks, &b, &e);
+    for (; b < e; b++) {
+        __global const uchar *src = y + yoff + b * QKG_BYTES_Q4_K;
+        qkg_u8 sc12[12];
+        for (int i = 0; i < 12; i++)
+            sc12[i] = src[4 + i];
+        const float d = qk_ggml_get_f16(src), min = qk_ggml_get_f16(src + 2);
+        __global float *dst = x + xoff + b * QKG_QK_K;
+        for (int j = 0; j < 4; j++) {
+            qkg_u8 sc, m;
+            qkg_get_scale_min_k4(2 * j, sc12, &sc, &m);
+            const float d1 = d * sc, m1 = min * m;
+            qkg_get_scale_min_k4(2 * j + 1, sc12, &sc, &m);
+            const float d2 = d * sc, m2 = min * m;
+            __global const uchar *q = src + 16 + 32 * j;
+            const int16 qa = convert_int16(vload16(0, q)), qb = convert_int16(vload16(1, q));
+            __global float *o = dst + 64 * j;
+            vstore16(d1 * convert_float16(qa & 0x0f) - m1, 0, o);
+            vstore16(d1 * convert_float16(qb & 0x0f) - m1, 1, o);
+            vstore16(d2 * convert_float16(qa >> 4) - m2, 2, o);
+            vstore16(d2 * convert_float16(qb >> 4) - m2, 3, o);
+        }
+    }
+}
+
+__kernel void qk_ggml_dequantize_q5_k(__global const uchar *restrict y, ulong yoff, __global float *restrict x,
+                                      ulong xoff, ulong nblocks)
+{
+    ulong b, e;
+    qk_ggml_run(nblocks, &b, &e);
+    for (; b < e; b++) {
+        __global const uchar *src = y + yoff + b * QKG_BYTES_Q5_K;
+        qkg_u8 sc12[12];
+        for (int i = 0; i < 12; i++)
+            sc12[i] = src[4 + i];
+        const float d = qk_ggml_get_f16(src), min = qk_ggml_get_f16(src + 2);
+        const int16 ha = convert_int16(vload16(0, src + 16)), hb = convert_int16(vload16(1, src + 16));
+        __global float *dst = x + xoff + b * QKG_QK_K;
+        for (int j = 0; j < 4; j++) {
+            qkg_u8 sc, m;
+            qkg_get_scale_min_k4(2 * j, sc12, &sc, &m);
+            const float d1 = d * sc, m1 = min * m;
+            qkg_get_scale_min_k4(2 * j + 1, sc12, &sc, &m);
+            const float d2 = d * sc, m2 = min * m;
+            const int u1 = 1 << (2 * j), u2 = 2 << (2 * j);
+            __global const uchar *q = src + 48 + 32 * j;
+            const int16 qa = convert_int16(vload16(0, q)), qb = convert_int16(vload16(1, q));
+            __global float *o = dst + 64 * j;
+            vstore16(d1 * convert_float16((qa & 0x0f) + select((int16)(0), (int16)(16), (ha & u1) != 0)) - m1, 0, o);
+            vstore16(d1 * convert_float16((qb & 0x0f) + select((int16)(0), (int16)(16), (hb & u1) != 0)) - m1, 1, o);
+            vstore16(d2 * convert_float16((qa >> 4) + select((int16)(0), (int16)(16), (ha & u2) != 0)) - m2, 2, o);
+            vstore16(d2 * convert_float16((qb >> 4) + select((int16)(0), (int16)(16), (hb & u2) != 0)) - m2, 3, o);
+        }
+    }
+}
 
 /* Q8_0 as qkg_quantize_q8_0, 16 lanes at a time: amax (the largest |x|, in
  * any order: max is exact), d = amax / 127, id = 1 / d, then each element's
