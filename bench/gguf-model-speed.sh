@@ -19,6 +19,9 @@
 #             over $THREADS threads (default: all cores), as llama-quantize does,
 #             the others copied; all written to one output file;
 #   - read:   the file read once in 16 MiB chunks (Python readinto), nothing else.
+# LIBRARY=build/libqkern.so replaces the qkern command by bench/gguf_lib_quantize.py
+# (the same work through qk_ggml_quantize on an mmap of the file, raw blocks
+# written, no GGUF header), for measuring before quantize-model has --type.
 # The best of $ROUNDS rounds (default 3) of each is kept; the rounds interleave
 # the three so they see the same machine. Outputs are removed after each run.
 # Prints a markdown table with the ratios; timings are wall-clock on a shared
@@ -26,7 +29,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-qkern=${1:?usage: gguf-model-speed.sh QKERN [MODEL.safetensors] [SCRATCH_DIR]}
+qkern=${1:?usage: gguf-model-speed.sh QKERN [MODEL.safetensors] [SCRATCH_DIR] (QKERN unused with LIBRARY=)}
 model=${2:-$root/build/demo/laplace-2.5g.safetensors}
 scratch=${3:-$root/build/gguf-speed}
 types=${TYPES:-Q8_0 Q4_0 Q4_K}
@@ -112,7 +115,12 @@ for ((r = 1; r <= rounds; r++)); do
         rm -f "$out"
         drop "$model"
         t0=$(date +%s.%N)
-        "$qkern" quantize-model "$model" -o "$out" --type "$t" --backend "$backend" > "$scratch/qkern-$t.log" 2>&1 ||
+        if [ -n "${LIBRARY:-}" ]; then
+            run=(/usr/bin/python3 "$here/gguf_lib_quantize.py" "$LIBRARY" "$model" "$t" "$out" "$backend")
+        else
+            run=("$qkern" quantize-model "$model" -o "$out" --type "$t" --backend "$backend")
+        fi
+        "${run[@]}" > "$scratch/qkern-$t.log" 2>&1 ||
             { echo "qkern quantize-model --type $t failed:"; tail -n 20 "$scratch/qkern-$t.log"; exit 1; }
         t1=$(date +%s.%N)
         best_q[$t]=$(minof "${best_q[$t]:-}" "$(secs "$t0" "$t1")")
@@ -129,7 +137,7 @@ done
 
 gib=$(awk -v b="$bytes" 'BEGIN { printf "%.2f", b / 1073741824 }')
 echo "model: $model ($gib GiB); machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
-echo "qkern: quantize-model --backend $backend; ggml: ggml_quantize_chunk on $threads threads; best of $rounds cold runs"
+echo "qkern: ${LIBRARY:+qk_ggml_quantize on an mmap of the file (bench/gguf_lib_quantize.py) standing in for }quantize-model --backend $backend; ggml: ggml_quantize_chunk on $threads threads; best of $rounds cold runs"
 echo "plain read of the file (16 MiB chunks, cold): $best_read s"
 echo
 echo "| type | qkern $backend s | ggml ($threads threads) s | qkern speed vs ggml | qkern time / plain read | ggml time / plain read |"
