@@ -291,6 +291,25 @@ static void test_errors(void **state)
         for (size_t i = 0; i < tb; i++) assert_int_equal(q[i], 0);
         for (size_t i = tb; i < sizeof q; i++) assert_int_equal(q[i], 0xa5);
     }
+    /* the same with device tensors at offsets: the bytes in range zeroed, those around untouched */
+    {
+        qk_buffer *xb = NULL, *qb = NULL;
+        size_t qbytes;
+        assert_int_equal(qk_ggml_size(QK_GGML_Q4_0, N, &qbytes), QK_OK);
+        assert_int_equal(qk_buffer_create(ctx, N * 4 + 12, &xb), QK_OK);
+        assert_int_equal(qk_buffer_create(ctx, qbytes + 7 + 5, &qb), QK_OK);
+        x[301] = NAN;
+        assert_int_equal(qk_buffer_write(ctx, xb, 12, x, N * 4), QK_OK);
+        memset(q, 0xa5, sizeof q);
+        assert_int_equal(qk_buffer_write(ctx, qb, 0, q, qbytes + 12), QK_OK);
+        qk_tensor xd = qk_tensor_buffer(QK_F32, xb, 12, N), qd = qk_tensor_buffer(QK_U8, qb, 7, (int64_t)qbytes);
+        assert_int_equal(qk_ggml_quantize(ctx, &xd, QK_GGML_Q4_0, &qd), QK_ERR_NONFINITE);
+        assert_non_null(strstr(qk_context_message(ctx), "301"));
+        assert_int_equal(qk_buffer_read(ctx, qb, 0, q, qbytes + 12), QK_OK);
+        for (size_t i = 0; i < qbytes + 12; i++) assert_int_equal(q[i], i < 7 || i >= 7 + qbytes ? 0xa5 : 0);
+        qk_buffer_destroy(ctx, xb);
+        qk_buffer_destroy(ctx, qb);
+    }
     memset(q, 0xa5, sizeof q);
     x[300] = 0.5f;
     x[301] = -0.5f;
