@@ -784,7 +784,7 @@ inline void qkg_make_q3_quants_x8(const float *x, int sb0, qkg_i8 *L, float *sca
 }
 #define QKG_Q3_X8(x, L, scales) (qkg_make_q3_quants_x8(x, 0, L, scales), qkg_make_q3_quants_x8(x, 8, L, scales))
 #define QKG_QKX2(n, nmax, x, w, L, the_min, Laux, rmin, rdelta, nstep, use_mad)                                 \
-    qkg_make_qkx2_quants_v8(n, nmax, x, w, L, the_min, rmin, rdelta, nstep, use_mad)
+    ((void)(Laux), qkg_make_qkx2_quants_v8(n, nmax, x, w, L, the_min, rmin, rdelta, nstep, use_mad))
 #else
 #define QKG_QKX2 qkg_make_qkx2_quants
 #define QKG_QX qkg_make_qx_quants
