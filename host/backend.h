@@ -110,10 +110,22 @@ typedef struct qk_backend_iface {
      * out (U8, blocks of ggml type `type`) = ggml's reference quantization of x
      * (F32, finite, n a multiple of the block size), byte for byte
      * (kernels/common/ggml_blocks.h). The caller (host/ggml.c) passes host
-     * tensors only to the CPU backend, device buffers to the others. */
+     * tensors to the CPU backend and where ggml_host says so, device buffers
+     * otherwise. */
     qk_status (*ggml_quantize)(qk_backend *be, const qk_tensor *x, int type, qk_tensor *out);
     /* out (F32) = ggml's dequantization of in (U8 blocks of `type`). */
     qk_status (*ggml_dequantize)(qk_backend *be, const qk_tensor *in, int type, qk_tensor *out);
+    /* ggml_quantize with the finiteness check folded into the same pass
+     * (optional; used instead of ggml_quantize when present): *nonfinite = 1
+     * when x holds a NaN or an infinity and type is a block type (out then
+     * holds unspecified bytes, which the caller overwrites), else 0 (F32, F16
+     * and BF16 take any value). x need not be finite. */
+    qk_status (*ggml_quantize_checked)(qk_backend *be, const qk_tensor *x, int type, qk_tensor *out,
+                                       int *nonfinite);
+    /* Nonzero when the ggml members take host tensors of up to `bytes` directly,
+     * without staging copies (optional; OpenCL on a device sharing host memory:
+     * wrapped, zero copy). The CPU backend always takes host tensors. */
+    int (*ggml_host)(qk_backend *be, uint64_t bytes);
 } qk_backend_iface;
 
 struct qk_backend {

@@ -97,31 +97,72 @@ static qk_status check_args(qk_context *ctx, const char *fn, const qk_tensor *f,
         return qk_set_error(ctx, QK_ERR_INVALID_ARG,
                             "%s: %lld elements of %s take %zu bytes, the block tensor has %lld", fn,
                             (long long)f->n, r->name, bytes, (long long)b->n);
-    if (!ctx->backend->iface->ggml_quantize || !ctx->backend->iface->ggml_dequantize)
+    if ((!ctx->backend->iface->ggml_quantize && !ctx->backend->iface->ggml_quantize_checked) ||
+        !ctx->backend->iface->ggml_dequantize)
         return qk_set_error(ctx, QK_ERR_UNSUPPORTED, "%s: the %s backend has no ggml block formats", fn,
                             qk_backend_name(ctx->kind));
     *row = r;
     return QK_OK;
 }
 
-/* Run the backend on host or device tensors: the CPU backend takes them as
- * they are; the others get device buffers, host data staged in pieces. */
+/* Zero bytes over a tensor (the output of a refused quantization): host
+ * memory directly, a device buffer through a zeroed host block. */
+static void zero_tensor(qk_context *ctx, const qk_tensor *t)
+{
+    size_t bytes = (size_t)t->n * qk_dtype_size(t->dtype);
+    if (t->host) {
+        memset(t->host, 0, bytes);
+        return;
+    }
+    static const unsigned char zeros[1 << 16];
+    for (size_t at = 0; at < bytes; at += sizeof zeros) {
+        size_t len = bytes - at < sizeof zeros ? bytes - at : sizeof zeros;
+        if (qk_buffer_write(ctx, t->buffer, (size_t)t->offset + at, zeros, len) != QK_OK)
+            return;
+    }
+}
+
+/* One call of the backend: quantize (with the finiteness check folded in
+ * where the backend has it; *bad set when it found a non-finite value) or
+ * dequantize. */
+static qk_status call(qk_context *ctx, int quantize, qk_tensor *f, qk_tensor *b, qk_ggml_type type, int *bad)
+{
+    const qk_backend_iface *fn = ctx->backend->iface;
+    if (!quantize)
+        return fn->ggml_dequantize(ctx->backend, b, (int)type, f);
+    if (fn->ggml_quantize_checked) {
+        int nf = 0;
+        qk_status st = fn->ggml_quantize_checked(ctx->backend, f, (int)type, b, &nf);
+        *bad |= nf;
+        return st;
+    }
+    return fn->ggml_quantize(ctx->backend, f, (int)type, b);
+}
+
+/* Run the backend on host or device tensors in pieces of whole blocks: the
+ * CPU backend, device tensors, and host tensors that the backend takes
+ * directly (ggml_host: zero copy) go as they are, in pieces of at most 2^28
+ * elements; other host data is staged through device buffers in pieces of at
+ * most 64 MiB of floats, within the device budget. */
 static qk_status run(qk_context *ctx, int quantize, const qk_tensor *f, const qk_tensor *b, qk_ggml_type type,
-                     const ggml_type_row *r)
+                     const ggml_type_row *r, int *bad)
 {
     qk_backend *be = ctx->backend;
-    if (ctx->kind == QK_BACKEND_CPU || (!f->host && !b->host)) {
-        qk_tensor ff = *f, bb = *b;
-        return quantize ? be->iface->ggml_quantize(be, &ff, (int)type, &bb)
-                        : be->iface->ggml_dequantize(be, &bb, (int)type, &ff);
-    }
-    /* Pieces: whole blocks, at most 64 MiB of floats, within the device budget. */
-    uint64_t per_block = (uint64_t)r->elems * 4 + r->bytes;
-    uint64_t budget = qk_device_budget(ctx);
-    if (budget > ((uint64_t)64 << 20))
-        budget = (uint64_t)64 << 20;
     int64_t blocks = f->n / r->elems;
-    int64_t piece = (int64_t)(budget / per_block);
+    int direct = ctx->kind == QK_BACKEND_CPU || (!f->host && !b->host);
+    int64_t piece = blocks;
+    if (!direct && be->iface->ggml_host) {
+        piece = ((int64_t)1 << 28) / r->elems;
+        int64_t nb = blocks < piece ? blocks : piece;
+        direct = be->iface->ggml_host(be, (uint64_t)nb * (uint64_t)r->elems * 4);
+    }
+    if (!direct) {
+        uint64_t per_block = (uint64_t)r->elems * 4 + r->bytes;
+        uint64_t budget = qk_device_budget(ctx);
+        if (budget > ((uint64_t)64 << 20))
+            budget = (uint64_t)64 << 20;
+        piece = (int64_t)(budget / per_block);
+    }
     if (piece < 1)
         piece = 1;
     qk_status st = QK_OK;
@@ -129,14 +170,17 @@ static qk_status run(qk_context *ctx, int quantize, const qk_tensor *f, const qk
         int64_t nb = blocks - first < piece ? blocks - first : piece;
         qk_tensor fv = qk_tensor_range(f, first * r->elems, nb * r->elems);
         qk_tensor bv = qk_tensor_range(b, first * (int64_t)r->bytes, nb * (int64_t)r->bytes);
+        if (direct) {
+            st = call(ctx, quantize, &fv, &bv, type, bad);
+            continue;
+        }
         qk_tensor fd, bd;
         qk_buffer *fbuf = NULL, *bbuf = NULL;
         st = qk_device_copy(ctx, &fv, quantize, &fd, &fbuf);
         if (st == QK_OK)
             st = qk_device_copy(ctx, &bv, !quantize, &bd, &bbuf);
         if (st == QK_OK)
-            st = quantize ? be->iface->ggml_quantize(be, &fd, (int)type, &bd)
-                          : be->iface->ggml_dequantize(be, &bd, (int)type, &fd);
+            st = call(ctx, quantize, &fd, &bd, type, bad);
         if (st == QK_OK && quantize && bbuf)
             st = qk_buffer_read(ctx, bbuf, 0, bv.host, (size_t)bv.n);
         if (st == QK_OK && !quantize && fbuf)
@@ -156,16 +200,32 @@ qk_status qk_ggml_quantize(qk_context *ctx, const qk_tensor *x, qk_ggml_type typ
     qk_status st = check_args(ctx, "qk_ggml_quantize", x, out, type, &r);
     if (st != QK_OK)
         return st;
-    if (r->elems > 1) {
-        /* ggml converts NaN/Inf to integers, which C leaves undefined: refused here. */
-        qk_minmax_result mm;
+    /* ggml converts NaN/Inf to integers, which C leaves undefined: refused, and
+     * the output left all zero bytes. The check is folded into the quantizing
+     * pass where the backend can (ggml_quantize_checked); a separate pass
+     * otherwise, and to count and locate the values for the message. */
+    int checked = ctx->backend->iface->ggml_quantize_checked != NULL, bad = 0;
+    qk_minmax_result mm;
+    if (r->elems > 1 && !checked) {
         st = qk_minmax(ctx, x, 0, &mm);
-        if (st == QK_ERR_NONFINITE)
+        if (st == QK_ERR_NONFINITE) {
+            zero_tensor(ctx, out);
             return qk_fail_nonfinite(ctx, "qk_ggml_quantize: x", mm.nonfinite_count, mm.first_nonfinite);
+        }
         if (st != QK_OK)
             return st;
     }
-    return run(ctx, 1, x, out, type, r);
+    st = run(ctx, 1, x, out, type, r, &bad);
+    if (st == QK_OK && bad && r->elems > 1) {
+        zero_tensor(ctx, out);
+        st = qk_minmax(ctx, x, 0, &mm);
+        if (st == QK_ERR_NONFINITE)
+            return qk_fail_nonfinite(ctx, "qk_ggml_quantize: x", mm.nonfinite_count, mm.first_nonfinite);
+        return st == QK_OK ? qk_set_error(ctx, QK_ERR_BACKEND, "qk_ggml_quantize: the backend saw a non-finite "
+                                                                "value that the finiteness check did not")
+                           : st;
+    }
+    return st;
 }
 
 qk_status qk_ggml_dequantize(qk_context *ctx, const qk_tensor *in, qk_ggml_type type, qk_tensor *out)
@@ -177,5 +237,6 @@ qk_status qk_ggml_dequantize(qk_context *ctx, const qk_tensor *in, qk_ggml_type 
     qk_status st = check_args(ctx, "qk_ggml_dequantize", out, in, type, &r);
     if (st != QK_OK)
         return st;
-    return run(ctx, 0, out, in, type, r);
+    int bad = 0;
+    return run(ctx, 0, out, in, type, r, &bad);
 }

@@ -401,8 +401,11 @@ QK_API qk_status qk_ggml_type_parse(const char *name, qk_ggml_type *out);
 QK_API qk_status qk_ggml_size(qk_ggml_type type, int64_t n, size_t *bytes);
 /* Quantize x (F32, n a multiple of the type's block size) into out: a U8
  * tensor of qk_ggml_size(type, n) bytes, host or device, blocks in order (as
- * ggml_quantize_chunk writes rows of blocks). x must be finite
- * (QK_ERR_NONFINITE otherwise, nothing written). */
+ * ggml_quantize_chunk writes rows of blocks). For the block types x must be
+ * finite: on QK_ERR_NONFINITE (the count and first index in the message and
+ * qk_context_nonfinite) out holds all zero bytes, on every backend (the check
+ * runs in the quantizing pass itself where the backend can, so out is
+ * overwritten either way). F32, F16 and BF16 take any value. */
 QK_API qk_status qk_ggml_quantize(qk_context *ctx, const qk_tensor *x, qk_ggml_type type, qk_tensor *out);
 /* The inverse, as ggml's dequantize_row_*: in (U8, qk_ggml_size bytes) to out
  * (F32, n elements). */

@@ -32,7 +32,7 @@ for style in cpu gpu; do
     if grep -qiE "oclgrind|invalid (read|write)|data race|uninitiali|out of bounds|work-group divergence|barrier" "$style.err"; then
         echo "FAIL $style style: oclgrind reported:"; sed -n 1,40p "$style.err"; fail=1
     elif [ $rc -ne 0 ] || ! grep -q "PASSED  \] 4 test" "$style.out" "$style.err"; then
-        echo "FAIL $style style: exit $rc"; tail -20 "$style.out" "$style.err"; fail=1
+        echo "FAIL $style style: exit $rc"; tail -n 20 "$style.out" "$style.err"; fail=1
     elif ! grep -q "backend opencl, device Oclgrind" "$style.out"; then
         echo "FAIL $style style: the test did not run on the OpenCL backend"; fail=1
     else

@@ -264,12 +264,53 @@ static void test_errors(void **state)
     assert_int_equal(bytes, 288u);
     qk_tensor xt = qk_tensor_host(QK_F32, x, N), qt = qk_tensor_host(QK_U8, q, (int64_t)bytes);
 
-    /* non-finite input: the count and the first index */
+    /* non-finite input: the count and the first index; the output all zero
+     * bytes (the check runs in the quantizing pass), for every block type */
     x[300] = NAN;
     x[301] = INFINITY;
     assert_int_equal(qk_ggml_quantize(ctx, &xt, QK_GGML_Q4_K, &qt), QK_ERR_NONFINITE);
     assert_non_null(strstr(qk_context_message(ctx), "300"));
-    for (size_t i = 0; i < sizeof q; i++) assert_int_equal(q[i], 0xa5);
+    int64_t count = 0, first = 0;
+    qk_context_nonfinite(ctx, &count, &first);
+    assert_int_equal(count, 2);
+    assert_int_equal(first, 300);
+    for (size_t i = 0; i < bytes; i++) assert_int_equal(q[i], 0);
+    for (size_t i = bytes; i < sizeof q; i++) assert_int_equal(q[i], 0xa5);
+    for (size_t t = 0; t < N_TYPES; t++) {
+        int64_t be = 0;
+        size_t tb;
+        assert_int_equal(qk_ggml_type_info(k_types[t], NULL, &be, &tb), QK_OK);
+        if (be == 1) continue;
+        assert_int_equal(qk_ggml_size(k_types[t], N, &tb), QK_OK);
+        memset(q, 0xa5, sizeof q);
+        qk_tensor qt2 = qk_tensor_host(QK_U8, q, (int64_t)tb);
+        x[301] = (t & 1) ? -INFINITY : NAN; /* one bad value, in the second half */
+        x[300] = 0.5f;
+        assert_int_equal(qk_ggml_quantize(ctx, &xt, k_types[t], &qt2), QK_ERR_NONFINITE);
+        assert_non_null(strstr(qk_context_message(ctx), "301"));
+        for (size_t i = 0; i < tb; i++) assert_int_equal(q[i], 0);
+        for (size_t i = tb; i < sizeof q; i++) assert_int_equal(q[i], 0xa5);
+    }
+    /* the same with device tensors at offsets: the bytes in range zeroed, those around untouched */
+    {
+        qk_buffer *xb = NULL, *qb = NULL;
+        size_t qbytes;
+        assert_int_equal(qk_ggml_size(QK_GGML_Q4_0, N, &qbytes), QK_OK);
+        assert_int_equal(qk_buffer_create(ctx, N * 4 + 12, &xb), QK_OK);
+        assert_int_equal(qk_buffer_create(ctx, qbytes + 7 + 5, &qb), QK_OK);
+        x[301] = NAN;
+        assert_int_equal(qk_buffer_write(ctx, xb, 12, x, N * 4), QK_OK);
+        memset(q, 0xa5, sizeof q);
+        assert_int_equal(qk_buffer_write(ctx, qb, 0, q, qbytes + 12), QK_OK);
+        qk_tensor xd = qk_tensor_buffer(QK_F32, xb, 12, N), qd = qk_tensor_buffer(QK_U8, qb, 7, (int64_t)qbytes);
+        assert_int_equal(qk_ggml_quantize(ctx, &xd, QK_GGML_Q4_0, &qd), QK_ERR_NONFINITE);
+        assert_non_null(strstr(qk_context_message(ctx), "301"));
+        assert_int_equal(qk_buffer_read(ctx, qb, 0, q, qbytes + 12), QK_OK);
+        for (size_t i = 0; i < qbytes + 12; i++) assert_int_equal(q[i], i < 7 || i >= 7 + qbytes ? 0xa5 : 0);
+        qk_buffer_destroy(ctx, xb);
+        qk_buffer_destroy(ctx, qb);
+    }
+    memset(q, 0xa5, sizeof q);
     x[300] = 0.5f;
     x[301] = -0.5f;
 

@@ -53,6 +53,14 @@ def cases(quick):
     ties = (rng.integers(-16, 17, n) * 0.5).astype(np.float32)
     ties[::32] = 8.0  # the block maximum fixed, so scales are exact
     out.append(("ties", ties, 1024))
+    # the largest magnitude both signed ways in most blocks: which comes first decides Q4_0/Q5_0's sign
+    out.append(("ties-both-signs", rng.integers(-2, 3, n).astype(np.float32), 256))
+    # min (max) of a block is a zero: the sign of the first zero, as ggml's loop keeps it
+    nonneg = np.abs(rng.standard_normal(n)).astype(np.float32)
+    zi = rng.choice(n, n // 8, replace=False)
+    nonneg[zi] = np.where(rng.integers(0, 2, zi.size) == 0, np.float32(0.0), np.float32(-0.0))
+    out.append(("nonneg+signed-zeros", nonneg, 256))
+    out.append(("nonpos+signed-zeros", -nonneg, 256))
     ties2 = (rng.integers(-64, 65, n) * 0.25).astype(np.float32)
     out.append(("ties-quarter", ties2, 256))
     out.append(("subnormal", (rng.standard_normal(n) * 1e-39).astype(np.float32), 256))

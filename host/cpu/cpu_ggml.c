@@ -67,6 +67,35 @@ qk_status qk_cpu_ggml_quantize(qk_backend *be, const qk_tensor *x, int type, qk_
     return QK_OK;
 }
 
+/* Nonzero when any of x[0..n) is NaN or infinite (all exponent bits set). */
+static int any_nonfinite(const float *x, int n)
+{
+    qkg_u32 bad = 0;
+    for (int i = 0; i < n; i++)
+        bad |= (qkg_f2u(x[i]) & 0x7f800000u) == 0x7f800000u;
+    return bad != 0;
+}
+
+/* qk_cpu_ggml_quantize with the finiteness check done block by block while the
+ * block is in cache: one pass over x. */
+qk_status qk_cpu_ggml_quantize_checked(qk_backend *be, const qk_tensor *x, int type, qk_tensor *out,
+                                       int *nonfinite)
+{
+    *nonfinite = 0;
+    const qkg_kind *k = find_kind(type);
+    if (!k)
+        return qk_cpu_ggml_quantize(be, x, type, out);
+    const float *src = tensor_ptr(x);
+    qkg_u8 *dst = tensor_ptr(out);
+    int bad = 0;
+    for (int64_t b = 0; b < x->n / k->elems; b++) {
+        bad |= any_nonfinite(src + b * k->elems, k->elems);
+        k->quant(src + b * k->elems, dst + b * k->bytes);
+    }
+    *nonfinite = bad;
+    return QK_OK;
+}
+
 qk_status qk_cpu_ggml_dequantize(qk_backend *be, const qk_tensor *in, int type, qk_tensor *out)
 {
     const qkg_u8 *src = tensor_ptr(in);

@@ -5,6 +5,8 @@
 #include "../backend.h"
 
 qk_status qk_cpu_ggml_quantize(qk_backend *be, const qk_tensor *x, int type, qk_tensor *out);
+qk_status qk_cpu_ggml_quantize_checked(qk_backend *be, const qk_tensor *x, int type, qk_tensor *out,
+                                       int *nonfinite);
 qk_status qk_cpu_ggml_dequantize(qk_backend *be, const qk_tensor *in, int type, qk_tensor *out);
 
 #endif

@@ -365,7 +365,8 @@ qk_status ocl_seg_error(qk_backend *be, const qk_tensor *x, int64_t seg, const q
                         const double *fences, qk_error_sums *sums, qk_error_counts *counts);
 qk_status ocl_widen(qk_backend *be, const qk_tensor *x, qk_tensor *out);
 /* ggml block formats (ocl_ggml.c, ggml.cl). */
-qk_status ocl_ggml_quantize(qk_backend *be, const qk_tensor *x, int type, qk_tensor *out);
+qk_status ocl_ggml_quantize(qk_backend *be, const qk_tensor *x, int type, qk_tensor *out, int *nonfinite);
+int ocl_ggml_host(qk_backend *be, uint64_t bytes);
 qk_status ocl_ggml_dequantize(qk_backend *be, const qk_tensor *in, int type, qk_tensor *out);
 /* The largest segment the segmented select sorts in one go for this key width
  * (4 or 8 bytes), from the device's local memory and the kernel style. */

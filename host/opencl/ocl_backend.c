@@ -64,8 +64,9 @@ static const qk_backend_iface ocl_iface = {
     .seg_dequantize = ocl_seg_dequantize,
     .seg_error = ocl_seg_error,
     .widen = ocl_widen,
-    .ggml_quantize = ocl_ggml_quantize,
     .ggml_dequantize = ocl_ggml_dequantize,
+    .ggml_quantize_checked = ocl_ggml_quantize,
+    .ggml_host = ocl_ggml_host,
 };
 
 /* Settings from the environment; see ocl.h. */

@@ -557,6 +557,239 @@ QKG_FN float qkg_make_qkx2_quants(int n, int nmax, const float *x, const float *
     return scale;
 }
 
+#if defined(__OPENCL_VERSION__)
+/* qkg_make_qkx2_quants (n <= 32) with the candidates evaluated eight at a
+ * time, one per float8 lane: each lane's sums run over i in order with the same
+ * operations as the scalar loop, so every candidate's figures are the scalar
+ * ones bit for bit. ggml's loop moves min whenever a candidate wins, and the
+ * later candidates use the new min: the lanes are speculative. The candidates
+ * of a batch are scanned in order; after the first that wins, the next batch
+ * starts just behind it with the new min (a batch without a winner is final).
+ * Lanes past nstep are computed and ignored. (max(min()) rather than clamp():
+ * oclgrind 21.10 gets clamp(int8, int, int) wrong for Q2_K's levels.) */
+inline int8 qkg_nearest_int8(float8 v)
+{
+    float8 t = v + (float8)(12582912.0f);
+    return (as_int8(t) & (int8)(0x007fffff)) - (int8)(0x00400000);
+}
+
+inline float qkg_make_qkx2_quants_v8(int n, int nmax, const float *x, const float *weights, qkg_u8 *L,
+                                     float *the_min, float rmin, float rdelta, int nstep, int use_mad)
+{
+    float mn = x[0], mx = x[0];
+    float sum_w = weights[0];
+    float sum_x = sum_w * x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] < mn)
+            mn = x[i];
+        if (x[i] > mx)
+            mx = x[i];
+        float w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if (mn > 0)
+        mn = 0;
+    if (mx == mn) {
+        for (int i = 0; i < n; i++)
+            L[i] = 0;
+        *the_min = -mn;
+        return 0.0f;
+    }
+    float iscale = nmax / (mx - mn);
+    float scale = 1 / iscale;
+    float best_error = 0;
+    for (int i = 0; i < n; i++) {
+        int l = qkg_nearest_int(iscale * (x[i] - mn));
+        L[i] = (qkg_u8)QKG_MAX(0, QKG_MIN(nmax, l));
+        float diff = scale * L[i] + mn - x[i];
+        diff = use_mad ? QKG_FABS(diff) : diff * diff;
+        float w = weights[i];
+        best_error += w * diff;
+    }
+    const float8 lane = (float8)(0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f);
+    qkg_u8 lv[32 * 8];
+    float Dv[8], ev[8], sv[8], mv[8];
+    int is = 0;
+    while (is <= nstep) {
+        const float8 isc = (rmin + rdelta * (lane + (float)is) + (float)nmax) / (mx - mn);
+        float8 sum_l = (float8)(0.0f), sum_l2 = (float8)(0.0f), sum_xl = (float8)(0.0f);
+        for (int i = 0; i < n; i++) {
+            const int8 l = max((int8)(0), min((int8)(nmax), qkg_nearest_int8(isc * (x[i] - mn))));
+            vstore8(convert_uchar8(l), i, lv);
+            const float8 fl = convert_float8(l);
+            const float w = weights[i];
+            sum_l += w * fl;
+            sum_l2 += w * fl * fl;
+            sum_xl += w * fl * x[i];
+        }
+        const float8 D = sum_w * sum_l2 - sum_l * sum_l;
+        float8 this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+        float8 this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+        const int8 pos = this_min > (float8)(0.0f);
+        this_min = select(this_min, (float8)(0.0f), pos);
+        this_scale = select(this_scale, sum_xl / sum_l2, pos);
+        float8 cur_error = (float8)(0.0f);
+        for (int i = 0; i < n; i++) {
+            float8 diff = this_scale * convert_float8(vload8(i, lv)) + this_min - x[i];
+            if (use_mad)
+                diff = fabs(diff);
+            else
+                diff = diff * diff;
+            cur_error += weights[i] * diff;
+        }
+        vstore8(D, 0, Dv);
+        vstore8(cur_error, 0, ev);
+        vstore8(this_scale, 0, sv);
+        vstore8(this_min, 0, mv);
+        int next = is + 8;
+        for (int k = 0; k < 8 && is + k <= nstep; k++) {
+            if (Dv[k] > 0 && ev[k] < best_error) {
+                for (int i = 0; i < n; i++)
+                    L[i] = lv[8 * i + k];
+                best_error = ev[k];
+                scale = sv[k];
+                mn = mv[k];
+                next = is + k + 1;
+                break;
+            }
+        }
+        is = next;
+    }
+    *the_min = -mn;
+    return scale;
+}
+/* qkg_make_qx_quants (n <= 16) with its 18 candidates (is = -9..-1, 1..9)
+ * evaluated eight at a time, one per float8 lane, each lane's sums in the
+ * scalar order with the scalar operations. The candidates do not depend on one
+ * another (only the comparison with best does), so they are all evaluated
+ * first and then scanned in ggml's order. */
+inline float qkg_make_qx_quants_v8(int n, int nmax, const float *x, qkg_i8 *L)
+{
+    float mx = 0, amax = 0;
+    for (int i = 0; i < n; i++) {
+        float ax = QKG_FABS(x[i]);
+        if (ax > amax) {
+            amax = ax;
+            mx = x[i];
+        }
+    }
+    if (amax < QKG_GROUP_MAX_EPS) {
+        for (int i = 0; i < n; i++)
+            L[i] = 0;
+        return 0.0f;
+    }
+    float iscale = -nmax / mx;
+    float sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = qkg_nearest_int(iscale * x[i]);
+        l = QKG_MAX(-nmax, QKG_MIN(nmax - 1, l));
+        L[i] = (qkg_i8)(l + nmax);
+        float w = x[i] * x[i];
+        sumlx += w * x[i] * l;
+        suml2 += w * l * l;
+    }
+    float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+    float best = scale * sumlx;
+    float lx[24], l2[24];
+    qkg_i8 lv[16 * 24];
+    for (int batch = 0; batch < 3; batch++) {
+        const int8 c = (int8)(0, 1, 2, 3, 4, 5, 6, 7) + 8 * batch;
+        const float8 fis = convert_float8(select(c - 8, c - 9, c < 9));
+        const float8 isc = -((float)nmax + 0.1f * fis) / mx;
+        float8 slx = (float8)(0.0f), sl2 = (float8)(0.0f);
+        for (int i = 0; i < n; i++) {
+            const int8 l = max((int8)(-nmax), min((int8)(nmax - 1), qkg_nearest_int8(isc * x[i])));
+            vstore8(convert_char8(l + nmax), 0, lv + 24 * i + 8 * batch);
+            const float8 fl = convert_float8(l);
+            const float w = x[i] * x[i];
+            slx += w * x[i] * fl;
+            sl2 += w * fl * fl;
+        }
+        vstore8(slx, batch, lx);
+        vstore8(sl2, batch, l2);
+    }
+    for (int c = 0; c < 18; c++) {
+        if (l2[c] > 0 && lx[c] * lx[c] > best * l2[c]) {
+            for (int i = 0; i < n; i++)
+                L[i] = lv[24 * i + c];
+            scale = lx[c] / l2[c];
+            best = scale * lx[c];
+        }
+    }
+    return scale;
+}
+#define QKG_QX qkg_make_qx_quants_v8
+
+/* qkg_make_q3_quants (n 16, nmax 4) for eight sub-blocks at once, sub-block
+ * sb0 + k in lane k: Q3_K's searches are sequential within a sub-block but
+ * independent across sub-blocks. Every lane follows the scalar code operation
+ * for operation, its branches turned into masks; a lane whose pass changed
+ * nothing (where the scalar loop stops) may run further passes, which change
+ * nothing either: a pass is a function of the state it starts from. */
+inline void qkg_make_q3_quants_x8(const float *x, int sb0, qkg_i8 *L, float *scales)
+{
+    const int nmax = 4;
+    float8 xv[16];
+    int8 lv[16];
+    float8 mx = (float8)(0.0f), amax = (float8)(0.0f);
+    for (int i = 0; i < 16; i++) {
+        const float *p = x + 16 * sb0 + i;
+        xv[i] = (float8)(p[0], p[16], p[32], p[48], p[64], p[80], p[96], p[112]);
+        const float8 ax = fabs(xv[i]);
+        const int8 up = ax > amax;
+        amax = select(amax, ax, up);
+        mx = select(mx, xv[i], up);
+    }
+    const int8 live = !(amax < (float8)(QKG_GROUP_MAX_EPS));
+    const float8 iscale = (float8)(-nmax) / mx;
+    float8 sumlx = (float8)(0.0f), suml2 = (float8)(0.0f);
+    for (int i = 0; i < 16; i++) {
+        lv[i] = max((int8)(-nmax), min((int8)(nmax - 1), qkg_nearest_int8(iscale * xv[i])));
+        const float8 fl = convert_float8(lv[i]);
+        const float8 w = xv[i] * xv[i];
+        sumlx += w * xv[i] * fl;
+        suml2 += w * fl * fl;
+    }
+    for (int itry = 0; itry < 5; itry++) {
+        int8 changed = (int8)(0);
+        for (int i = 0; i < 16; i++) {
+            const float8 w = xv[i] * xv[i];
+            const float8 fL = convert_float8(lv[i]);
+            float8 slx = sumlx - w * xv[i] * fL;
+            const int8 c1 = slx > (float8)(0.0f);
+            float8 sl2 = suml2 - w * fL * fL;
+            const int8 new_l = max((int8)(-nmax), min((int8)(nmax - 1), qkg_nearest_int8(xv[i] * sl2 / slx)));
+            const int8 c2 = c1 & (new_l != lv[i]);
+            const float8 fn = convert_float8(new_l);
+            slx += w * xv[i] * fn;
+            sl2 += w * fn * fn;
+            const int8 c3 = c2 & (sl2 > (float8)(0.0f)) & (slx * slx * suml2 > sumlx * sumlx * sl2);
+            lv[i] = select(lv[i], new_l, c3);
+            sumlx = select(sumlx, slx, c3);
+            suml2 = select(suml2, sl2, c3);
+            changed |= c3;
+        }
+        if (!any(changed & live))
+            break;
+    }
+    const float8 scale = select((float8)(0.0f), sumlx / suml2, live & (suml2 > (float8)(0.0f)));
+    vstore8(scale, 0, scales + sb0);
+    for (int i = 0; i < 16; i++) {
+        char lb[8];
+        vstore8(convert_char8(select((int8)(0), lv[i] + nmax, live)), 0, lb);
+        for (int k = 0; k < 8; k++)
+            L[16 * (sb0 + k) + i] = lb[k];
+    }
+}
+#define QKG_Q3_X8(x, L, scales) (qkg_make_q3_quants_x8(x, 0, L, scales), qkg_make_q3_quants_x8(x, 8, L, scales))
+#define QKG_QKX2(n, nmax, x, w, L, the_min, Laux, rmin, rdelta, nstep, use_mad)                                 \
+    ((void)(Laux), qkg_make_qkx2_quants_v8(n, nmax, x, w, L, the_min, rmin, rdelta, nstep, use_mad))
+#else
+#define QKG_QKX2 qkg_make_qkx2_quants
+#define QKG_QX qkg_make_qx_quants
+#endif
+
 /* The 6-bit scale and min of sub-block j packed in 12 bytes (Q4_K, Q5_K). */
 QKG_FN void qkg_get_scale_min_k4(int j, const qkg_u8 *q, qkg_u8 *d, qkg_u8 *m)
 {
@@ -582,7 +815,7 @@ QKG_FN void qkg_quantize_q2_k(const float *x, qkg_u8 *y)
     for (int j = 0; j < QKG_QK_K / 16; j++) {
         for (int l = 0; l < 16; l++)
             weights[l] = QKG_FABS(x[16 * j + l]);
-        scales[j] = qkg_make_qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, 1);
+        scales[j] = QKG_QKX2(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, 1);
         float scale = scales[j];
         if (scale > max_scale)
             max_scale = scale;
@@ -664,8 +897,13 @@ QKG_FN void qkg_quantize_q3_k(const float *x, qkg_u8 *y)
     float scales[QKG_QK_K / 16];
     qkg_u8 *hmask = y, *qs = y + 32, *ysc = y + 96, *yd = y + 108;
     float max_scale = 0, amax = 0;
+#ifdef QKG_Q3_X8
+    QKG_Q3_X8(x, L, scales);
+#endif
     for (int j = 0; j < QKG_QK_K / 16; j++) {
+#ifndef QKG_Q3_X8
         scales[j] = qkg_make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
+#endif
         float scale = QKG_FABS(scales[j]);
         if (scale > amax) {
             amax = scale;
@@ -758,7 +996,7 @@ QKG_FN void qkg_k_scales_mins(const float *x, qkg_u8 *y, qkg_u8 *L, int nmax, fl
         float av_x = QKG_SQRT(sum_x2 / 32);
         for (int l = 0; l < 32; l++)
             weights[l] = av_x + QKG_FABS(x[32 * j + l]);
-        scales[j] = qkg_make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f,
+        scales[j] = QKG_QKX2(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f,
                                          nstep, 0);
         float scale = scales[j];
         if (scale > max_scale)
@@ -893,7 +1131,7 @@ QKG_FN void qkg_quantize_q6_k(const float *x, qkg_u8 *y)
     qkg_u8 *ql = y, *qh = y + 128, *ysc = y + 192, *yd = y + 208;
     float max_scale = 0, max_abs_scale = 0;
     for (int ib = 0; ib < QKG_QK_K / 16; ib++) {
-        const float scale = qkg_make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+        const float scale = QKG_QX(16, 32, x + 16 * ib, L + 16 * ib);
         scales[ib] = scale;
         const float abs_scale = QKG_FABS(scale);
         if (abs_scale > max_abs_scale) {

@@ -8,7 +8,15 @@
  *   ggml_driver bench TYPE N_PER_ROW IN.f32 REPEATS [THREADS]
  *                      seconds per pass (the best of REPEATS), rows split over THREADS
  *                      threads as llama-quantize does (default 1)
- *   ggml_driver read IN.f32 REPEATS [THREADS]   seconds per plain read pass over the same bytes */
+ *   ggml_driver read IN.f32 REPEATS [THREADS]   seconds per plain read pass over the same bytes
+ *   ggml_driver benchdq TYPE N_PER_ROW IN.bin REPEATS [THREADS]
+ *                      seconds per dequantizing pass (to_float) over IN's rows of blocks, the best of REPEATS
+ *   ggml_driver model IN.safetensors LIST TYPE THREADS OUT.bin
+ *                      llama-quantize's work on a safetensors file, for bench/gguf-model-speed.sh: each
+ *                      line of LIST ("OFFSET ROWS COLS DTYPE Q", OFFSET absolute, DTYPE F32|F16|BF16, Q 1
+ *                      to quantize) is a tensor read from IN, widened to float32 (F16/BF16) and, when Q,
+ *                      quantized to TYPE with its rows split over THREADS threads; every tensor's bytes
+ *                      (quantized, or as read) are written to OUT in order. Prints the seconds taken. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +65,17 @@ typedef struct job {
     uint64_t sum;
 } job;
 
+static void *dequant_job(void *p)
+{
+    job *j = p;
+    const struct ggml_type_traits *tt = ggml_get_type_traits(j->type);
+    size_t rs = ggml_row_size(j->type, j->per_row);
+    if (j->nrows > 0)
+        tt->to_float((const char *)j->words + (size_t)j->row0 * rs, (float *)j->y + j->row0 * j->per_row,
+                     j->nrows * j->per_row);
+    return NULL;
+}
+
 static void *quant_job(void *p)
 {
     job *j = p;
@@ -100,6 +119,76 @@ static double best_of(int reps, int nthreads, job *jobs, void *(*fn)(void *))
     return best;
 }
 
+/* The model mode: see the top of the file. */
+static int model(const char *in, const char *list, enum ggml_type type, int nt, const char *out)
+{
+    double t0 = now();
+    FILE *fi = fopen(in, "rb"), *fl = fopen(list, "r"), *fo = fopen(out, "wb");
+    if (!fi || !fl || !fo) {
+        fprintf(stderr, "model: cannot open %s, %s or %s\n", in, list, out);
+        return 1;
+    }
+    if (nt < 1 || nt > 64)
+        nt = 1;
+    long long off, rows, cols;
+    char dt[8];
+    int q;
+    void *raw = NULL, *y = NULL;
+    float *x = NULL;
+    size_t raw_cap = 0, x_cap = 0, y_cap = 0;
+    while (fscanf(fl, "%lld %lld %lld %7s %d", &off, &rows, &cols, dt, &q) == 5) {
+        size_t n = (size_t)rows * (size_t)cols, es = strcmp(dt, "F32") == 0 ? 4 : 2;
+        if (n * es > raw_cap) {
+            free(raw);
+            raw_cap = n * es;
+            raw = malloc(raw_cap);
+        }
+        if (!raw || fseeko(fi, (off_t)off, SEEK_SET) != 0 || fread(raw, 1, n * es, fi) != n * es) {
+            fprintf(stderr, "model: cannot read %zu bytes at %lld\n", n * es, off);
+            return 1;
+        }
+        if (!q) {
+            if (fwrite(raw, 1, n * es, fo) != n * es)
+                return 1;
+            continue;
+        }
+        const float *xf = raw;
+        if (es == 2) {
+            if (n * 4 > x_cap) {
+                free(x);
+                x_cap = n * 4;
+                x = malloc(x_cap);
+            }
+            if (strcmp(dt, "F16") == 0)
+                ggml_fp16_to_fp32_row(raw, x, (int64_t)n);
+            else
+                ggml_bf16_to_fp32_row(raw, x, (int64_t)n);
+            xf = x;
+        }
+        size_t ob = ggml_row_size(type, cols) * (size_t)rows;
+        if (ob > y_cap) {
+            free(y);
+            y_cap = ob;
+            y = malloc(y_cap);
+        }
+        job jobs[64];
+        int64_t per = (rows + nt - 1) / nt;
+        for (int t = 0; t < nt; t++) {
+            int64_t r0 = t * per < rows ? t * per : rows, r1 = r0 + per < rows ? r0 + per : rows;
+            jobs[t] = (job){.type = type, .x = xf, .y = y, .row0 = r0, .nrows = r1 - r0, .per_row = cols};
+        }
+        best_of(1, nt, jobs, quant_job);
+        if (fwrite(y, 1, ob, fo) != ob)
+            return 1;
+    }
+    if (fclose(fo) != 0)
+        return 1;
+    fclose(fi);
+    fclose(fl);
+    printf("%.6f\n", now() - t0);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 4 && strcmp(argv[1], "read") == 0) {
@@ -121,8 +210,31 @@ int main(int argc, char **argv)
         printf("%.6f %llu\n", s, (unsigned long long)(total & 1));
         return 0;
     }
+    if (argc >= 7 && strcmp(argv[1], "model") == 0)
+        return model(argv[2], argv[3], (enum ggml_type)atoi(argv[4]), atoi(argv[5]), argv[6]);
+    if (argc >= 6 && strcmp(argv[1], "benchdq") == 0) {
+        enum ggml_type type = (enum ggml_type)atoi(argv[2]);
+        int64_t per_row = atoll(argv[3]);
+        size_t len;
+        void *y = slurp(argv[4], &len);
+        size_t rs = ggml_row_size(type, per_row);
+        int64_t nrows = (int64_t)(len / rs);
+        int reps = atoi(argv[5]), nt = argc > 6 ? atoi(argv[6]) : 1;
+        if (nt < 1 || nt > 64)
+            nt = 1;
+        float *x = malloc((size_t)(nrows * per_row) * 4 + 4);
+        job jobs[64];
+        int64_t per = (nrows + nt - 1) / nt;
+        for (int t = 0; t < nt; t++) {
+            int64_t r0 = t * per < nrows ? t * per : nrows, r1 = r0 + per < nrows ? r0 + per : nrows;
+            jobs[t] = (job){.type = type, .y = x, .words = y, .row0 = r0, .nrows = r1 - r0, .per_row = per_row};
+        }
+        best_of(1, nt, jobs, dequant_job); /* warm: pages touched */
+        printf("%.6f\n", best_of(reps, nt, jobs, dequant_job));
+        return 0;
+    }
     if (argc < 3) {
-        fprintf(stderr, "usage: ggml_driver quantize|dequantize|info|bench TYPE ...\n");
+        fprintf(stderr, "usage: ggml_driver quantize|dequantize|info|bench|benchdq|read|model TYPE ...\n");
         return 2;
     }
     enum ggml_type type = (enum ggml_type)atoi(argv[2]);
