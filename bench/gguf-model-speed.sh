@@ -12,6 +12,8 @@
 # model's pages dropped with posix_fadvise DONTNEED; nothing system-wide is
 # touched):
 #   - qkern:  QKERN quantize-model MODEL -o OUT.gguf --type T --backend $BACKEND (default opencl)
+#             --jobs $JOBS (default: all cores, as ggml gets; two jobs overlap one
+#             tensor's reading and report with another's quantizing)
 #   - ggml:   the oracle driver (tests/oracle/ggml_driver.c, ggml-base built
 #             from llama-cpp-python's sdist with GGML_NATIVE=OFF) in its model
 #             mode: every tensor read from the file, every 2-D tensor whose rows
@@ -36,6 +38,7 @@ types=${TYPES:-Q8_0 Q4_0 Q4_K}
 rounds=${ROUNDS:-3}
 threads=${THREADS:-$(nproc)}
 backend=${BACKEND:-opencl}
+jobs=${JOBS:-$(nproc)}
 mkdir -p "$scratch"
 
 if [ ! -f "$model" ]; then
@@ -118,7 +121,7 @@ for ((r = 1; r <= rounds; r++)); do
         if [ -n "${LIBRARY:-}" ]; then
             run=(/usr/bin/python3 "$here/gguf_lib_quantize.py" "$LIBRARY" "$model" "$t" "$out" "$backend")
         else
-            run=("$qkern" quantize-model "$model" -o "$out" --type "$t" --backend "$backend")
+            run=("$qkern" quantize-model "$model" -o "$out" --type "$t" --backend "$backend" --jobs "$jobs")
         fi
         "${run[@]}" > "$scratch/qkern-$t.log" 2>&1 ||
             { echo "qkern quantize-model --type $t failed:"; tail -n 20 "$scratch/qkern-$t.log"; exit 1; }
@@ -137,7 +140,7 @@ done
 
 gib=$(awk -v b="$bytes" 'BEGIN { printf "%.2f", b / 1073741824 }')
 echo "model: $model ($gib GiB); machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
-echo "qkern: ${LIBRARY:+qk_ggml_quantize on an mmap of the file (bench/gguf_lib_quantize.py) standing in for }quantize-model --backend $backend; ggml: ggml_quantize_chunk on $threads threads; best of $rounds cold runs"
+echo "qkern: ${LIBRARY:+qk_ggml_quantize on an mmap of the file (bench/gguf_lib_quantize.py) standing in for }quantize-model --backend $backend --jobs $jobs; ggml: ggml_quantize_chunk on $threads threads; best of $rounds cold runs"
 echo "plain read of the file (16 MiB chunks, cold): $best_read s"
 echo
 echo "| type | qkern $backend s | ggml ($threads threads) s | qkern speed vs ggml | qkern time / plain read | ggml time / plain read |"

@@ -484,7 +484,8 @@ typedef struct qk_model_tensor_report {
     int packed;
     qk_dtype codes_dtype;
     double p_min, p_median, p_max; /* chosen percentile over blocks (quantize) */
-    double mse, sse, sum_squares;  /* sum_squares: of the finite input values, in index order */
+    double mse, sse, sum_squares;  /* sum_squares: of the finite input values, in index order
+                                     (GGUF: in 8 interleaved partial sums, then in order) */
     int64_t clipped, elements;
     size_t entry;                 /* dequantize: its place among the quantized model's metadata entries
                                      (all shards, in order); quantize: its index */
