@@ -14,6 +14,7 @@
 
 #include "gguf.h"
 #include "model_convert.h"
+#include "model_meta.h"
 #include "model_run.h"
 
 #define BACKEND_BYTES 8.0
@@ -52,12 +53,6 @@ static qk_status plan_items(mr_run *r)
     return QK_OK;
 }
 
-static void put_u32(unsigned char *p, uint32_t v)
-{
-    for (int k = 0; k < 4; k++)
-        p[k] = (unsigned char)(v >> (8 * k));
-}
-
 static qk_status plan_output(mr_run *r, int any)
 {
     qk_dtype od = r->o->out_dtype;
@@ -85,41 +80,15 @@ static qk_status plan_output(mr_run *r, int any)
         if (it->out[0] == (size_t)-1)
             return mr_fail(r, QK_ERR_NO_MEMORY, "", "preparing %s", r->output);
     }
-    const qk_gguf_file *g = mi_gguf_handle(&r->in, 0);
-    size_t n_kv = r->gguf_out ? qk_gguf_kv_count(g) : 0;
-    size_t n_str = r->gguf_out ? 0 : r->in.fmt->meta_count(r->in.shards[0].file);
-    mo_kv *kv = calloc(n_kv + 1, sizeof *kv);
-    const char **keys = calloc(n_str + 1, sizeof *keys), **values = calloc(n_str + 1, sizeof *values);
-    if (!kv || !keys || !values) {
-        free(kv);
-        free(keys);
-        free(values);
-        return mr_fail(r, QK_ERR_NO_MEMORY, "", "preparing %s", r->output);
-    }
-    for (size_t i = 0; i < n_kv; i++) {
-        const qk_gguf_kv *x = qk_gguf_kv_at(g, i);
-        kv[i] = (mo_kv){x->key, x->value.type, x->value.enc, x->value.enc_size};
-    }
-    for (size_t i = 0; i < n_str; i++)
-        r->in.fmt->meta_at(r->in.shards[0].file, i, &keys[i], &values[i]);
-    unsigned char ft[4];
-    put_u32(ft, od == QK_F16 ? 1 : od == QK_BF16 ? 32 : 0);
+    mr_meta m;
+    if ((st = mr_meta_gather(r, &m)) != QK_OK)
+        return st;
     if (r->gguf_out && any)
-        kv[n_kv++] = (mo_kv){"general.file_type", QK_GGUF_UINT32, ft, 4};
-    char err[512] = "";
-    for (size_t k = 0; st == QK_OK && k < r->out.n_shards; k++) {
-        r->out.kv = kv;
-        r->out.n_kv = n_kv;
-        st = mo_plan(&r->out, k, keys, values, n_str, err, sizeof err);
-        r->out.kv = NULL;
-        r->out.n_kv = 0;
-    }
-    free(kv);
-    free(keys);
-    free(values);
-    if (st != QK_OK)
-        return mr_fail(r, st, err, "preparing %s", r->output);
-    return QK_OK;
+        mr_meta_set_u32(&m, "general.file_type", od == QK_F16 ? 1 : od == QK_BF16 ? 32 : 0);
+    for (size_t k = 0; st == QK_OK && k < r->out.n_shards; k++)
+        st = mr_meta_plan(r, &m, k);
+    mr_meta_free(&m);
+    return st;
 }
 
 static qk_status deq_item(mr_worker *w, mr_item *it, unsigned emit)
@@ -182,26 +151,17 @@ static qk_status fill_report(mr_run *r)
 {
     qk_model_report *rep = r->rep;
     qk_dtype od = r->o->out_dtype;
-    rep->tensors = calloc(r->n_items ? r->n_items : 1, sizeof *rep->tensors);
-    if (!rep->tensors)
-        return mr_fail(r, QK_ERR_NO_MEMORY, "", "reporting on %s", r->input);
-    rep->n_tensors = r->n_items;
+    qk_status st = mr_report_tensors(r);
+    if (st != QK_OK)
+        return st;
     for (size_t i = 0; i < r->n_items; i++) {
         const mr_item *it = &r->items[i];
         const mi_tensor *t = &r->in.t[it->src];
         qk_model_tensor_report *x = &rep->tensors[i];
-        x->name = strdup(t->name);
-        if (!x->name)
-            return mr_fail(r, QK_ERR_NO_MEMORY, "", "reporting on %s", r->input);
-        x->converted = it->kind == MR_DEQ;
-        x->entry = i;
         x->ggml_type = t->ggml_type;
-        snprintf(x->st_dtype, sizeof x->st_dtype, "%s",
-                 !x->converted ? t->st_dtype : od == QK_F16 ? "F16" : od == QK_BF16 ? "BF16" : "F32");
-        x->ndim = t->ndim;
-        memcpy(x->shape, t->shape, (size_t)t->ndim * sizeof *t->shape);
         if (!x->converted)
             continue;
+        snprintf(x->st_dtype, sizeof x->st_dtype, "%s", od == QK_F16 ? "F16" : od == QK_BF16 ? "BF16" : "F32");
         const qk_ggml_type_traits *tt = qk_ggml_type_get((uint32_t)t->ggml_type);
         x->granularity = QK_PER_GROUP;
         x->group_size = tt->blck_size;

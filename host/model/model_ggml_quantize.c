@@ -13,6 +13,7 @@
 
 #include "gguf.h"
 #include "model_convert.h"
+#include "model_meta.h"
 #include "model_run.h"
 
 #define BACKEND_BYTES 8.0
@@ -83,12 +84,6 @@ static qk_status plan_items(mr_run *r, const char *const *reasons, int64_t blck,
     return QK_OK;
 }
 
-static void put_u32(unsigned char *p, uint32_t v)
-{
-    for (int k = 0; k < 4; k++)
-        p[k] = (unsigned char)(v >> (8 * k));
-}
-
 /* Metadata: a GGUF input's keys in order (typed, by encoding), or the union
  * of a safetensors input's string metadata over its shards (first wins); then,
  * when some tensor got the type, general.file_type and (a block type)
@@ -107,56 +102,16 @@ static qk_status plan_output(mr_run *r, int any, int block_type)
         if (it->out[0] == (size_t)-1)
             return mr_fail(r, QK_ERR_NO_MEMORY, "", "preparing %s", r->output);
     }
-    const qk_gguf_file *g = mi_gguf_handle(&r->in, 0);
-    size_t n_kv = g ? qk_gguf_kv_count(g) : 0, n_str = 0;
-    for (size_t k = 0; !g && k < r->in.n_shards; k++)
-        n_str += r->in.fmt->meta_count(r->in.shards[k].file);
-    mo_kv *kv = calloc(n_kv + 2, sizeof *kv);
-    const char **keys = calloc(n_str + 1, sizeof *keys), **values = calloc(n_str + 1, sizeof *values);
-    if (!kv || !keys || !values) {
-        free(kv);
-        free(keys);
-        free(values);
-        return mr_fail(r, QK_ERR_NO_MEMORY, "", "preparing %s", r->output);
-    }
-    for (size_t i = 0; i < n_kv; i++) {
-        const qk_gguf_kv *x = qk_gguf_kv_at(g, i);
-        kv[i] = (mo_kv){x->key, x->value.type, x->value.enc, x->value.enc_size};
-    }
-    size_t m = 0;
-    for (size_t k = 0; !g && k < r->in.n_shards; k++) {
-        void *f = r->in.shards[k].file;
-        for (size_t i = 0; i < r->in.fmt->meta_count(f); i++) {
-            const char *key, *value;
-            r->in.fmt->meta_at(f, i, &key, &value);
-            int seen = 0;
-            for (size_t j = 0; j < m && !seen; j++)
-                seen = strcmp(keys[j], key) == 0;
-            if (!seen) {
-                keys[m] = key;
-                values[m++] = value;
-            }
-        }
-    }
-    unsigned char ft[4], qv[4];
-    put_u32(ft, file_type(r->o->ggml_type));
-    put_u32(qv, 2);
+    mr_meta m;
+    if ((st = mr_meta_gather(r, &m)) != QK_OK)
+        return st;
     if (any) /* a file where nothing got the type keeps the input's file_type */
-        kv[n_kv++] = (mo_kv){"general.file_type", QK_GGUF_UINT32, ft, 4};
+        mr_meta_set_u32(&m, "general.file_type", file_type(r->o->ggml_type));
     if (any && block_type)
-        kv[n_kv++] = (mo_kv){"general.quantization_version", QK_GGUF_UINT32, qv, 4};
-    r->out.kv = kv;
-    r->out.n_kv = n_kv;
-    char err[512] = "";
-    st = mo_plan(&r->out, 0, keys, values, m, err, sizeof err);
-    r->out.kv = NULL;
-    r->out.n_kv = 0;
-    free(kv);
-    free(keys);
-    free(values);
-    if (st != QK_OK)
-        return mr_fail(r, st, err, "preparing %s", r->output);
-    return QK_OK;
+        mr_meta_set_u32(&m, "general.quantization_version", 2);
+    st = mr_meta_plan(r, &m, 0);
+    mr_meta_free(&m);
+    return st;
 }
 
 /* The report's sums of squares (input, and error of the restored values) in
@@ -265,23 +220,13 @@ static qk_status quant_item(mr_worker *w, mr_item *it, unsigned emit)
 static qk_status fill_report(mr_run *r, int64_t blck)
 {
     qk_model_report *rep = r->rep;
-    rep->tensors = calloc(r->n_items ? r->n_items : 1, sizeof *rep->tensors);
-    if (!rep->tensors)
-        return mr_fail(r, QK_ERR_NO_MEMORY, "", "reporting on %s", r->input);
-    rep->n_tensors = r->n_items;
+    qk_status st = mr_report_tensors(r);
+    if (st != QK_OK)
+        return st;
     for (size_t i = 0; i < r->n_items; i++) {
         const mr_item *it = &r->items[i];
         const mi_tensor *t = &r->in.t[it->src];
         qk_model_tensor_report *x = &rep->tensors[i];
-        x->name = strdup(t->name);
-        if (!x->name)
-            return mr_fail(r, QK_ERR_NO_MEMORY, "", "reporting on %s", r->input);
-        snprintf(x->st_dtype, sizeof x->st_dtype, "%s", t->st_dtype);
-        x->ndim = t->ndim;
-        memcpy(x->shape, t->shape, (size_t)t->ndim * sizeof *t->shape);
-        x->converted = it->kind == MR_QUANT;
-        x->reason = it->reason;
-        x->entry = i;
         /* kept tensors: the GGUF type they are written in */
         x->ggml_type = it->ggml >= 0 ? it->ggml : mi_st_dtype_ggml(t->st_dtype);
         if (!x->converted)

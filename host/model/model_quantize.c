@@ -357,24 +357,12 @@ static qk_status quant_item(mr_worker *w, mr_item *it, unsigned emit)
 static qk_status fill_report(mr_run *r)
 {
     qk_model_report *rep = r->rep;
-    rep->tensors = calloc(r->n_items ? r->n_items : 1, sizeof *rep->tensors);
-    if (!rep->tensors)
-        return mr_fail(r, QK_ERR_NO_MEMORY, "", "reporting on %s", r->input);
-    rep->n_tensors = r->n_items;
+    qk_status st = mr_report_tensors(r);
+    if (st != QK_OK)
+        return st;
     for (size_t i = 0; i < r->n_items; i++) {
         const mr_item *it = &r->items[i];
-        const mi_tensor *t = &r->in.t[it->src];
         qk_model_tensor_report *x = &rep->tensors[i];
-        x->name = strdup(t->name);
-        if (!x->name)
-            return mr_fail(r, QK_ERR_NO_MEMORY, "", "reporting on %s", r->input);
-        x->ggml_type = -1; /* safetensors */
-        snprintf(x->st_dtype, sizeof x->st_dtype, "%s", t->st_dtype);
-        x->ndim = t->ndim;
-        memcpy(x->shape, t->shape, (size_t)t->ndim * sizeof *t->shape);
-        x->converted = it->kind == MR_QUANT;
-        x->reason = it->reason;
-        x->entry = i;
         if (!x->converted)
             continue;
         x->granularity = it->e.granularity;

@@ -68,6 +68,31 @@ qk_status mr_nonfinite_fail(mr_run *r, int64_t count, const char *detail, const 
     return QK_ERR_NONFINITE;
 }
 
+qk_status mr_report_tensors(mr_run *r)
+{
+    qk_model_report *rep = r->rep;
+    rep->tensors = calloc(r->n_items ? r->n_items : 1, sizeof *rep->tensors);
+    if (!rep->tensors)
+        return mr_fail(r, QK_ERR_NO_MEMORY, "", "reporting on %s", r->input);
+    rep->n_tensors = r->n_items;
+    for (size_t i = 0; i < r->n_items; i++) {
+        const mr_item *it = &r->items[i];
+        const mi_tensor *t = &r->in.t[it->src];
+        qk_model_tensor_report *x = &rep->tensors[i];
+        x->name = strdup(t->name);
+        if (!x->name)
+            return mr_fail(r, QK_ERR_NO_MEMORY, "", "reporting on %s", r->input);
+        snprintf(x->st_dtype, sizeof x->st_dtype, "%s", t->st_dtype);
+        x->ndim = t->ndim;
+        memcpy(x->shape, t->shape, (size_t)t->ndim * sizeof *t->shape);
+        x->converted = it->kind != MR_COPY;
+        x->reason = it->reason;
+        x->entry = i;
+        x->ggml_type = -1;
+    }
+    return QK_OK;
+}
+
 /* ---- setting up -------------------------------------------------------------------- */
 
 static uint64_t ram_bytes(void)

@@ -94,6 +94,12 @@ qk_status mr_lib_fail(mr_run *r, qk_context *ctx, qk_status st, const char *fmt,
  * count goes into the report (when it is the run's first failure). */
 qk_status mr_nonfinite_fail(mr_run *r, int64_t count, const char *detail, const char *fmt, ...);
 
+/* The report's tensors, one per item (rep->tensors, n_tensors): the input
+ * tensor's name, dtype and shape, converted (any kind but MR_COPY), reason,
+ * entry = the item's index and ggml_type -1; the callers add or replace the
+ * rest. mr_fail on no memory. */
+qk_status mr_report_tensors(mr_run *r);
+
 /* Set up r (options, limit, input opened): st with the report filled on failure. */
 qk_status mr_begin(mr_run *r, const char *input, const char *output, const qk_model_options *o,
                    qk_model_report *rep, int quantize);
