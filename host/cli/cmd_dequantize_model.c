@@ -82,23 +82,6 @@ typedef struct dm_args {
 
 enum { OPT_DTYPE = 1200 };
 
-static int has_suffix(const char *s, const char *suffix)
-{
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
-/* "Q4_K": ggml's name in capitals. */
-static void type_name(int type, char *buf, size_t len)
-{
-    const qk_ggml_type_traits *tt = type >= 0 ? qk_ggml_type_get((uint32_t)type) : NULL;
-    const char *n = tt ? tt->name : "?";
-    size_t k = 0;
-    for (; n[k] && k + 1 < len; k++)
-        buf[k] = (char)toupper((unsigned char)n[k]);
-    buf[k] = '\0';
-}
-
 static int parse(int argc, char **argv, dm_args *a)
 {
     static const cli_option opts[] = {CLI_OPT_OUTPUT, CLI_OPT_BACKEND, CLI_OPT_JSON, CLI_OPT_MEMORY_LIMIT, CLI_OPT_JOBS,
@@ -137,14 +120,14 @@ static int parse(int argc, char **argv, dm_args *a)
         return cli_usage_error(CMD, "missing input file");
     if (!a->output)
         return cli_usage_error(CMD, "missing -o OUT.safetensors");
-    int gguf_in = has_suffix(a->input, ".gguf");
+    int gguf_in = model_cli_has_suffix(a->input, ".gguf");
     if (a->dtype_opt && !gguf_in)
         return cli_usage_error(CMD, "--dtype applies to a GGUF input (a qkern-quantized model gets its original dtypes)");
-    if (has_suffix(a->output, ".gguf") && !gguf_in)
+    if (model_cli_has_suffix(a->output, ".gguf") && !gguf_in)
         return cli_usage_error(CMD, "the output %s is GGUF: only a GGUF input is restored into GGUF", a->output);
-    if (gguf_in && !has_suffix(a->output, ".gguf") && !has_suffix(a->output, ".safetensors"))
+    if (gguf_in && !model_cli_has_suffix(a->output, ".gguf") && !model_cli_has_suffix(a->output, ".safetensors"))
         return cli_usage_error(CMD, "the output %s of a GGUF input must end in .gguf or .safetensors", a->output);
-    if (gguf_in && a->model.max_shard_size && has_suffix(a->output, ".gguf"))
+    if (gguf_in && a->model.max_shard_size && model_cli_has_suffix(a->output, ".gguf"))
         return cli_usage_error(CMD, "--max-shard-size: sharded GGUF output is not supported");
     return 0;
 }
@@ -180,7 +163,7 @@ static int report(const dm_args *a, const qk_model_report *rep)
             model_format_shape(e->ndim, e->shape, shape, sizeof shape);
             if (e->ggml_type >= 0) {
                 char tn[16];
-                type_name(e->ggml_type, tn, sizeof tn);
+                model_cli_type_name(e->ggml_type, tn, sizeof tn);
                 printf("  %s %s %s <- %s, %" PRId64 " blocks\n", e->name, shape, e->st_dtype, tn, e->blocks);
                 continue;
             }
@@ -215,7 +198,7 @@ static int report(const dm_args *a, const qk_model_report *rep)
         cli_json_bool(&js, o, "dequantized", t->converted);
         if (t->ggml_type >= 0) { /* a GGUF input: the tensor's type there */
             char tn[16];
-            type_name(t->ggml_type, tn, sizeof tn);
+            model_cli_type_name(t->ggml_type, tn, sizeof tn);
             cli_json_string(&js, o, "ggml_type", tn);
             if (t->converted)
                 cli_json_int(&js, o, "blocks", t->blocks);

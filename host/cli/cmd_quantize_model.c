@@ -156,17 +156,6 @@ typedef struct qm_args {
     const char *int_opt;      /* the first option of the integer codes given (none with --type) */
 } qm_args;
 
-/* "Q4_K", "BF16", "IQ2_XXS": ggml's name of a type in capitals, or "?". */
-static void type_name(int type, char *buf, size_t len)
-{
-    const qk_ggml_type_traits *tt = type >= 0 ? qk_ggml_type_get((uint32_t)type) : NULL;
-    const char *n = tt ? tt->name : "?";
-    size_t k = 0;
-    for (; n[k] && k + 1 < len; k++)
-        buf[k] = (char)toupper((unsigned char)n[k]);
-    buf[k] = '\0';
-}
-
 static int parse_type(const char *value, qm_args *a)
 {
     if (qk_ggml_type_parse(value, &a->type) != QK_OK || qk_ggml_type_info(a->type, NULL, NULL, NULL) != QK_OK)
@@ -174,12 +163,6 @@ static int parse_type(const char *value, qm_args *a)
                                "Q5_K Q6_K F16 BF16 F32", value);
     a->ggml = 1;
     return 0;
-}
-
-static int has_suffix(const char *s, const char *suffix)
-{
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
 static void free_patterns(patterns *p)
@@ -306,14 +289,14 @@ static int parse(int argc, char **argv, qm_args *a)
         return cli_usage_error(CMD, "missing -o OUT.safetensors");
     if (a->ggml && a->int_opt)
         return cli_usage_error(CMD, "%s is an option of qkern's integer codes; it does not apply with --type", a->int_opt);
-    if (a->ggml && strcmp(a->output, "-") != 0 && !has_suffix(a->output, ".gguf"))
+    if (a->ggml && strcmp(a->output, "-") != 0 && !model_cli_has_suffix(a->output, ".gguf"))
         return cli_usage_error(CMD, "--type writes GGUF: the output %s must end in .gguf", a->output);
     if (a->ggml && a->model.max_shard_size)
         return cli_usage_error(CMD, "--max-shard-size: sharded GGUF output is not supported (one .gguf is written)");
-    if (!a->ggml && has_suffix(a->output, ".gguf"))
+    if (!a->ggml && model_cli_has_suffix(a->output, ".gguf"))
         return cli_usage_error(CMD, "the output %s is GGUF: choose its ggml type with --type (e.g. --type Q4_K)",
                                a->output);
-    if (!a->ggml && has_suffix(a->input, ".gguf"))
+    if (!a->ggml && model_cli_has_suffix(a->input, ".gguf"))
         return cli_usage_error(CMD, "the input %s is GGUF: quantize it with --type into a .gguf output", a->input);
     if (a->pack4 && a->calib.bits > 4)
         return cli_usage_error(CMD, "--pack4 needs --bits 4 or fewer (got %d)", a->calib.bits);
@@ -353,6 +336,31 @@ typedef struct totals {
     double sse, sumsq;
 } totals;
 
+/* The selection rule and the --include/--exclude patterns. */
+static void json_selection(cli_json *js, cJSON *root, const char *rule, const qm_args *a)
+{
+    cJSON *sel = cli_json_object(js, root, "selection");
+    cli_json_string(js, sel, "rule", rule);
+    cJSON *inc = cli_json_array(js, sel, "include"), *exc = cli_json_array(js, sel, "exclude");
+    for (size_t i = 0; i < a->include.n; i++)
+        cli_json_string(js, inc, NULL, a->include.src[i]);
+    for (size_t i = 0; i < a->exclude.n; i++)
+        cli_json_string(js, exc, NULL, a->exclude.src[i]);
+}
+
+/* A tensor's entry: name, shape, dtype, whether quantized; the caller adds the rest. */
+static cJSON *json_tensor(cli_json *js, cJSON *arr, const qk_model_tensor_report *t)
+{
+    cJSON *o = cli_json_object(js, arr, NULL);
+    cli_json_string(js, o, "name", t->name);
+    cJSON *shape = cli_json_array(js, o, "shape");
+    for (int d = 0; d < t->ndim; d++)
+        cli_json_int(js, shape, NULL, t->shape[d]);
+    cli_json_string(js, o, "dtype", t->st_dtype);
+    cli_json_bool(js, o, "quantized", t->converted);
+    return o;
+}
+
 static void json_run(cli_json *js, const qk_model_report *rep)
 {
     cli_json_uint(js, js->root, "memory_limit", rep->memory_limit);
@@ -378,24 +386,12 @@ static int report_json(const run *r, const totals *tot)
     cli_json_string(&js, root, "granularity", r->gran_text);
     cli_json_string(&js, root, "calib", r->calib_text);
     cli_json_string(&js, root, "objective", cli_objective_name(a->calib.objective));
-    cJSON *sel = cli_json_object(&js, root, "selection");
-    cli_json_string(&js, sel, "rule", r->rule);
-    cJSON *inc = cli_json_array(&js, sel, "include"), *exc = cli_json_array(&js, sel, "exclude");
-    for (size_t i = 0; i < a->include.n; i++)
-        cli_json_string(&js, inc, NULL, a->include.src[i]);
-    for (size_t i = 0; i < a->exclude.n; i++)
-        cli_json_string(&js, exc, NULL, a->exclude.src[i]);
+    json_selection(&js, root, r->rule, a);
 
     cJSON *arr = cli_json_array(&js, root, "tensors");
     for (size_t i = 0; i < rep->n_tensors; i++) {
         const qk_model_tensor_report *t = &rep->tensors[i];
-        cJSON *o = cli_json_object(&js, arr, NULL);
-        cli_json_string(&js, o, "name", t->name);
-        cJSON *shape = cli_json_array(&js, o, "shape");
-        for (int d = 0; d < t->ndim; d++)
-            cli_json_int(&js, shape, NULL, t->shape[d]);
-        cli_json_string(&js, o, "dtype", t->st_dtype);
-        cli_json_bool(&js, o, "quantized", t->converted);
+        cJSON *o = json_tensor(&js, arr, t);
         if (!t->converted) {
             cli_json_string(&js, o, "reason", t->reason);
             static const char *const nulls[] = {"granularity", "method", "blocks", "percentile_min",
@@ -530,26 +526,14 @@ static int report_ggml_json(const run *r, const totals *tot)
     cli_json_string(&js, root, "input", a->input);
     cli_json_string(&js, root, "output", a->output);
     cli_json_string(&js, root, "format", "gguf");
-    type_name((int)a->type, tn, sizeof tn);
+    model_cli_type_name((int)a->type, tn, sizeof tn);
     cli_json_string(&js, root, "type", tn);
-    cJSON *sel = cli_json_object(&js, root, "selection");
-    cli_json_string(&js, sel, "rule", r->rule);
-    cJSON *inc = cli_json_array(&js, sel, "include"), *exc = cli_json_array(&js, sel, "exclude");
-    for (size_t i = 0; i < a->include.n; i++)
-        cli_json_string(&js, inc, NULL, a->include.src[i]);
-    for (size_t i = 0; i < a->exclude.n; i++)
-        cli_json_string(&js, exc, NULL, a->exclude.src[i]);
+    json_selection(&js, root, r->rule, a);
     cJSON *arr = cli_json_array(&js, root, "tensors");
     for (size_t i = 0; i < rep->n_tensors; i++) {
         const qk_model_tensor_report *t = &rep->tensors[i];
-        cJSON *o = cli_json_object(&js, arr, NULL);
-        cli_json_string(&js, o, "name", t->name);
-        cJSON *shape = cli_json_array(&js, o, "shape");
-        for (int d = 0; d < t->ndim; d++)
-            cli_json_int(&js, shape, NULL, t->shape[d]);
-        cli_json_string(&js, o, "dtype", t->st_dtype);
-        cli_json_bool(&js, o, "quantized", t->converted);
-        type_name(t->ggml_type, tn, sizeof tn);
+        cJSON *o = json_tensor(&js, arr, t);
+        model_cli_type_name(t->ggml_type, tn, sizeof tn);
         cli_json_string(&js, o, "ggml_type", tn);
         if (!t->converted) {
             cli_json_string(&js, o, "reason", t->reason);
@@ -586,7 +570,7 @@ static void report_ggml_text(const run *r, const totals *tot)
     const qm_args *a = r->a;
     const qk_model_report *rep = &r->rep;
     char tn[16];
-    type_name((int)a->type, tn, sizeof tn);
+    model_cli_type_name((int)a->type, tn, sizeof tn);
     printf("%s -> %s: %zu of %zu tensors quantized to %s (GGUF), backend %s\n", a->input, a->output, tot->quantized,
            rep->n_tensors, tn, qk_backend_name(rep->backend));
     printf("  selection: %s, rows a multiple of the block size\n", r->rule);

@@ -1,6 +1,7 @@
 /* Shared parts of the model commands (model_cli.h). */
 #include "model_cli.h"
 
+#include "gguf.h"
 #include "interrupt.h"
 #include "outputs.h"
 
@@ -171,4 +172,20 @@ int model_cli_check_output(const char *cmd, const char **output, const char *inp
         return cli_usage_error(cmd, "the output %s is the input %s: choose another output directory", *output,
                                input);
     return 0;
+}
+
+int model_cli_has_suffix(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+void model_cli_type_name(int type, char *buf, size_t len)
+{
+    const qk_ggml_type_traits *tt = type >= 0 ? qk_ggml_type_get((uint32_t)type) : NULL;
+    const char *n = tt ? tt->name : "?";
+    size_t k = 0;
+    for (; n[k] && k + 1 < len; k++)
+        buf[k] = (char)toupper((unsigned char)n[k]);
+    buf[k] = '\0';
 }

@@ -59,4 +59,9 @@ int model_cli_run(model_cli_fn fn, const char *input, const char *output, qk_mod
  * --max-shard-size) must only not be the input. 0, or the exit status. */
 int model_cli_check_output(const char *cmd, const char **output, const char *input, uint64_t max_shard_size);
 
+/* Whether s ends in suffix (".gguf", ".safetensors"). */
+int model_cli_has_suffix(const char *s, const char *suffix);
+/* ggml's name of a type in capitals ("Q4_K", "BF16"), or "?". */
+void model_cli_type_name(int type, char *buf, size_t len);
+
 #endif
