@@ -336,6 +336,24 @@ typedef struct totals {
     double sse, sumsq;
 } totals;
 
+/* "  LABEL: N tensors (n1 reason1, n2 reason2)": the kept tensors by reason. */
+static void print_kept(const qk_model_report *rep, const char *label, size_t kept, const char *const *reasons,
+                       size_t n_reasons)
+{
+    printf("  %s: %zu tensor%s", label, kept, kept == 1 ? "" : "s");
+    const char *sep = " (";
+    for (size_t k = 0; k < n_reasons; k++) {
+        size_t c = 0;
+        for (size_t i = 0; i < rep->n_tensors; i++)
+            c += !rep->tensors[i].converted && strcmp(rep->tensors[i].reason, reasons[k]) == 0;
+        if (c) {
+            printf("%s%zu %s", sep, c, reasons[k]);
+            sep = ", ";
+        }
+    }
+    printf("%s\n", sep[0] == ',' ? ")" : "");
+}
+
 /* The selection rule and the --include/--exclude patterns. */
 static void json_selection(cli_json *js, cJSON *root, const char *rule, const qm_args *a)
 {
@@ -483,18 +501,7 @@ static void report_text(const run *r, const totals *tot)
     /* Kept tensors, summed up by reason. */
     static const char *const reasons[] = {"fewer than 2 dimensions", "not a float tensor", "excluded by --exclude",
                                           "empty"};
-    printf("  kept byte for byte: %zu tensor%s", tot->kept, tot->kept == 1 ? "" : "s");
-    const char *sep = " (";
-    for (size_t k = 0; k < sizeof reasons / sizeof reasons[0]; k++) {
-        size_t c = 0;
-        for (size_t i = 0; i < rep->n_tensors; i++)
-            c += !rep->tensors[i].converted && strcmp(rep->tensors[i].reason, reasons[k]) == 0;
-        if (c) {
-            printf("%s%zu %s", sep, c, reasons[k]);
-            sep = ", ";
-        }
-    }
-    printf("%s\n", sep[0] == ',' ? ")" : "");
+    print_kept(rep, "kept byte for byte", tot->kept, reasons, sizeof reasons / sizeof reasons[0]);
     char sq[16];
     format_sqnr(sq, sizeof sq, sqnr_db(tot->sumsq, tot->sse));
     if (tot->elements)
@@ -599,18 +606,7 @@ static void report_ggml_text(const run *r, const totals *tot)
                                           "already in a ggml block type",
                                           "row length not a multiple of the block size", "excluded by --exclude",
                                           "empty"};
-    printf("  kept in their type: %zu tensor%s", tot->kept, tot->kept == 1 ? "" : "s");
-    const char *sep = " (";
-    for (size_t k = 0; k < sizeof reasons / sizeof reasons[0]; k++) {
-        size_t c = 0;
-        for (size_t i = 0; i < rep->n_tensors; i++)
-            c += !rep->tensors[i].converted && strcmp(rep->tensors[i].reason, reasons[k]) == 0;
-        if (c) {
-            printf("%s%zu %s", sep, c, reasons[k]);
-            sep = ", ";
-        }
-    }
-    printf("%s\n", sep[0] == ',' ? ")" : "");
+    print_kept(rep, "kept in their type", tot->kept, reasons, sizeof reasons / sizeof reasons[0]);
     char sq[16];
     format_sqnr(sq, sizeof sq, sqnr_db(tot->sumsq, tot->sse));
     if (tot->elements)
