@@ -392,8 +392,8 @@ QK_GGML_VDEQUANT_KERNEL(q8_0, QKG_QK, QKG_BYTES_Q8_0)
  * order) whose |x| is amax, so it is +amax or -amax (0 when amax is 0) as that
  * element's sign says; d = max / dneg stored, id = 1 / d; element j's level
  * min(top, (i8)cvt(x * id + off)) in *q0 (j < 16) or *q1. */
-QK_GGML_STEP void qk_ggml_sym_levels(__global const float *src, __global uchar *dst, int16 *nonfinite, float dneg, float off,
-                               int top, int16 *q0, int16 *q1)
+QK_GGML_STEP void qk_ggml_sym_levels(__global const float *src, __global uchar *dst, int16 *nonfinite, float dneg,
+                                     float off, int top, int16 *q0, int16 *q1)
 {
     float16 v0, v1;
     qk_ggml_load32(src, &v0, &v1, nonfinite);
@@ -410,7 +410,7 @@ QK_GGML_STEP void qk_ggml_sym_levels(__global const float *src, __global uchar *
  * + 0.5 in *s0, *s1 (the levels before conversion); returns whether they are
  * bounded (qk_ggml_cvt16b). */
 QK_GGML_STEP int qk_ggml_asym_scaled(__global const float *src, __global uchar *dst, int16 *nonfinite, float nmax,
-                               float16 *s0, float16 *s1)
+                                     float16 *s0, float16 *s1)
 {
     float16 v0, v1;
     qk_ggml_load32(src, &v0, &v1, nonfinite);
