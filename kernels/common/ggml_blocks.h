@@ -373,9 +373,15 @@ QKG_FN void qkg_dequantize_q5_1(const qkg_u8 *y, float *x)
 
 /* ---- the K-quants' searches ---------------------------------------------------------- */
 
-/* make_qx_quants (symmetric, signed levels -nmax..nmax-1 stored + nmax) with
- * rmse_type 1 (weights x^2) and no importance matrix: Q6_K. */
-QKG_FN float qkg_make_qx_quants(int n, int nmax, const float *x, qkg_i8 *L)
+/* The start make_qx_quants and make_q3_quants share (and so the scalar
+ * searches and OpenCL's vector ones): *max, the first element of the largest
+ * |x|; where that magnitude is below GROUP_MAX_EPS the levels are all 0 and 0
+ * is returned. Otherwise the levels of iscale = -nmax / max, clamped to
+ * -nmax..nmax-1 and stored + off, and their sums over w = x^2 of w x l and
+ * w l^2; 1 is returned. The caller's sums and levels are what ggml's own
+ * first pass leaves. */
+QKG_FN int qkg_qx_start(int n, int nmax, int off, const float *x, qkg_i8 *L, float *the_max, float *the_sumlx,
+                        float *the_suml2)
 {
     float max = 0, amax = 0;
     for (int i = 0; i < n; i++) {
@@ -385,28 +391,52 @@ QKG_FN float qkg_make_qx_quants(int n, int nmax, const float *x, qkg_i8 *L)
             max = x[i];
         }
     }
+    *the_max = max;
     if (amax < QKG_GROUP_MAX_EPS) {
         for (int i = 0; i < n; i++)
             L[i] = 0;
-        return 0.0f;
+        return 0;
     }
     float iscale = -nmax / max;
     float sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; i++) {
         int l = qkg_nearest_int(iscale * x[i]);
         l = QKG_MAX(-nmax, QKG_MIN(nmax - 1, l));
-        L[i] = (qkg_i8)(l + nmax);
+        L[i] = (qkg_i8)(l + off);
         float w = x[i] * x[i];
         sumlx += w * x[i] * l;
         suml2 += w * l * l;
     }
-    float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
-    float best = scale * sumlx;
+    *the_sumlx = sumlx;
+    *the_suml2 = suml2;
+    return 1;
+}
+
+/* make_qx_quants' first candidate (levels + nmax), for the scalar search and
+ * the vector one: *max, the scale it gives and the figure later candidates
+ * must beat (scale * sumlx); 0 where the levels are all 0. */
+QKG_FN int qkg_qx_first(int n, int nmax, const float *x, qkg_i8 *L, float *max, float *scale, float *best)
+{
+    float sumlx, suml2;
+    if (!qkg_qx_start(n, nmax, nmax, x, L, max, &sumlx, &suml2))
+        return 0;
+    *scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+    *best = *scale * sumlx;
+    return 1;
+}
+
+/* make_qx_quants (symmetric, signed levels -nmax..nmax-1 stored + nmax) with
+ * rmse_type 1 (weights x^2) and no importance matrix: Q6_K. */
+QKG_FN float qkg_make_qx_quants(int n, int nmax, const float *x, qkg_i8 *L)
+{
+    float max, scale, best;
+    if (!qkg_qx_first(n, nmax, x, L, &max, &scale, &best))
+        return 0.0f;
     for (int is = -9; is <= 9; is++) {
         if (is == 0)
             continue;
-        iscale = -(nmax + 0.1f * is) / max;
-        sumlx = suml2 = 0;
+        float iscale = -(nmax + 0.1f * is) / max;
+        float sumlx = 0, suml2 = 0;
         for (int i = 0; i < n; i++) {
             int l = qkg_nearest_int(iscale * x[i]);
             l = QKG_MAX(-nmax, QKG_MIN(nmax - 1, l));
@@ -429,29 +459,9 @@ QKG_FN float qkg_make_qx_quants(int n, int nmax, const float *x, qkg_i8 *L)
 /* make_q3_quants with do_rmse: Q3_K (levels -nmax..nmax-1 stored + nmax). */
 QKG_FN float qkg_make_q3_quants(int n, int nmax, const float *x, qkg_i8 *L)
 {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = QKG_FABS(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < QKG_GROUP_MAX_EPS) {
-        for (int i = 0; i < n; i++)
-            L[i] = 0;
+    float max, sumlx, suml2;
+    if (!qkg_qx_start(n, nmax, 0, x, L, &max, &sumlx, &suml2))
         return 0.0f;
-    }
-    float iscale = -nmax / max;
-    float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = qkg_nearest_int(iscale * x[i]);
-        l = QKG_MAX(-nmax, QKG_MIN(nmax - 1, l));
-        L[i] = (qkg_i8)l;
-        float w = x[i] * x[i];
-        sumlx += w * x[i] * l;
-        suml2 += w * l * l;
-    }
     for (int itry = 0; itry < 5; itry++) {
         int n_changed = 0;
         for (int i = 0; i < n; i++) {
@@ -481,10 +491,13 @@ QKG_FN float qkg_make_q3_quants(int n, int nmax, const float *x, qkg_i8 *L)
     return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
-/* make_qkx2_quants: asymmetric levels 0..nmax, scale and min searched over
- * nstep + 1 candidate inverse scales, weighted squared (or absolute) error. */
-QKG_FN float qkg_make_qkx2_quants(int n, int nmax, const float *x, const float *weights, qkg_u8 *L,
-                                  float *the_min, qkg_u8 *Laux, float rmin, float rdelta, int nstep, int use_mad)
+/* The start of make_qkx2_quants (the scalar search and OpenCL's vector one):
+ * the weighted sums sum_w and sum_x, min (at most 0) and max; where max ==
+ * min the levels are all 0 and 0 is returned. Otherwise the levels of the
+ * first scale, (max - min) / nmax, and their weighted error; 1 is returned. */
+QKG_FN int qkg_qkx2_start(int n, int nmax, const float *x, const float *weights, qkg_u8 *L, float *the_min,
+                          float *the_max, float *the_sum_w, float *the_sum_x, float *the_scale, float *the_error,
+                          int use_mad)
 {
     float min = x[0], max = x[0];
     float sum_w = weights[0];
@@ -500,11 +513,14 @@ QKG_FN float qkg_make_qkx2_quants(int n, int nmax, const float *x, const float *
     }
     if (min > 0)
         min = 0;
+    *the_min = min;
+    *the_max = max;
+    *the_sum_w = sum_w;
+    *the_sum_x = sum_x;
     if (max == min) {
         for (int i = 0; i < n; i++)
             L[i] = 0;
-        *the_min = -min;
-        return 0.0f;
+        return 0;
     }
     float iscale = nmax / (max - min);
     float scale = 1 / iscale;
@@ -517,8 +533,23 @@ QKG_FN float qkg_make_qkx2_quants(int n, int nmax, const float *x, const float *
         float w = weights[i];
         best_error += w * diff;
     }
+    *the_scale = scale;
+    *the_error = best_error;
+    return 1;
+}
+
+/* make_qkx2_quants: asymmetric levels 0..nmax, scale and min searched over
+ * nstep + 1 candidate inverse scales, weighted squared (or absolute) error. */
+QKG_FN float qkg_make_qkx2_quants(int n, int nmax, const float *x, const float *weights, qkg_u8 *L,
+                                  float *the_min, qkg_u8 *Laux, float rmin, float rdelta, int nstep, int use_mad)
+{
+    float min, max, sum_w, sum_x, scale, best_error;
+    if (!qkg_qkx2_start(n, nmax, x, weights, L, &min, &max, &sum_w, &sum_x, &scale, &best_error, use_mad)) {
+        *the_min = -min;
+        return 0.0f;
+    }
     for (int is = 0; is <= nstep; is++) {
-        iscale = (rmin + rdelta * is + nmax) / (max - min);
+        float iscale = (rmin + rdelta * is + nmax) / (max - min);
         float sum_l = 0, sum_l2 = 0, sum_xl = 0;
         for (int i = 0; i < n; i++) {
             int l = qkg_nearest_int(iscale * (x[i] - min));
@@ -576,36 +607,10 @@ inline int8 qkg_nearest_int8(float8 v)
 inline float qkg_make_qkx2_quants_v8(int n, int nmax, const float *x, const float *weights, qkg_u8 *L,
                                      float *the_min, float rmin, float rdelta, int nstep, int use_mad)
 {
-    float mn = x[0], mx = x[0];
-    float sum_w = weights[0];
-    float sum_x = sum_w * x[0];
-    for (int i = 1; i < n; i++) {
-        if (x[i] < mn)
-            mn = x[i];
-        if (x[i] > mx)
-            mx = x[i];
-        float w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
-    }
-    if (mn > 0)
-        mn = 0;
-    if (mx == mn) {
-        for (int i = 0; i < n; i++)
-            L[i] = 0;
+    float mn, mx, sum_w, sum_x, scale, best_error;
+    if (!qkg_qkx2_start(n, nmax, x, weights, L, &mn, &mx, &sum_w, &sum_x, &scale, &best_error, use_mad)) {
         *the_min = -mn;
         return 0.0f;
-    }
-    float iscale = nmax / (mx - mn);
-    float scale = 1 / iscale;
-    float best_error = 0;
-    for (int i = 0; i < n; i++) {
-        int l = qkg_nearest_int(iscale * (x[i] - mn));
-        L[i] = (qkg_u8)QKG_MAX(0, QKG_MIN(nmax, l));
-        float diff = scale * L[i] + mn - x[i];
-        diff = use_mad ? QKG_FABS(diff) : diff * diff;
-        float w = weights[i];
-        best_error += w * diff;
     }
     const float8 lane = (float8)(0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f);
     qkg_u8 lv[32 * 8];
@@ -666,31 +671,9 @@ inline float qkg_make_qkx2_quants_v8(int n, int nmax, const float *x, const floa
  * first and then scanned in ggml's order. */
 inline float qkg_make_qx_quants_v8(int n, int nmax, const float *x, qkg_i8 *L)
 {
-    float mx = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = QKG_FABS(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            mx = x[i];
-        }
-    }
-    if (amax < QKG_GROUP_MAX_EPS) {
-        for (int i = 0; i < n; i++)
-            L[i] = 0;
+    float mx, scale, best;
+    if (!qkg_qx_first(n, nmax, x, L, &mx, &scale, &best))
         return 0.0f;
-    }
-    float iscale = -nmax / mx;
-    float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = qkg_nearest_int(iscale * x[i]);
-        l = QKG_MAX(-nmax, QKG_MIN(nmax - 1, l));
-        L[i] = (qkg_i8)(l + nmax);
-        float w = x[i] * x[i];
-        sumlx += w * x[i] * l;
-        suml2 += w * l * l;
-    }
-    float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
-    float best = scale * sumlx;
     float lx[24], l2[24];
     qkg_i8 lv[16 * 24];
     for (int batch = 0; batch < 3; batch++) {

@@ -194,244 +194,67 @@ QK_GGML_QUANT_KERNEL(q4_k, QKG_QK_K, QKG_BYTES_Q4_K)
 QK_GGML_QUANT_KERNEL(q5_k, QKG_QK_K, QKG_BYTES_Q5_K)
 QK_GGML_KERNELS(q6_k, QKG_QK_K, QKG_BYTES_Q6_K)
 
-/* Q4_K and Q5_K dequantization as qkg_dequantize_q4_k/_q5_k, 16 lanes at a
- * time: d1 * level - m1 per 32 elements, each sub-block's scale and min as
- * qkg_get_scale_min_k4 unpacks them. */
-__kernel void qk_ggml_dequantize_q4_k(__global const uchar *restrict y, ulong yoff, __global float *restrict x,
-                                      ulong xoff, ulong nblocks)
+/* ---- the vector kernels' shared steps ---------------------------------------------
+ * Each 32-element type's kernel is qk_ggml_run's loop over blocks around a
+ * block function of its own (QK_GGML_VQUANT_KERNEL / QK_GGML_VDEQUANT_KERNEL);
+ * the steps two or more types share are the functions just below. They take
+ * private pointers for their several results and are always inlined, so a
+ * kernel compiles to the code it had when each spelled them out: the same
+ * operations in the same order (ggml's bytes), the same vector widths.
+ * (Plain inline is a hint: PoCL's LLVM left qk_ggml_minmax32, with its two
+ * qk_ggml_first_equal, as a call with float16 arguments, and Q4_1/Q5_1
+ * quantization ran at half speed.) */
+#define QK_GGML_STEP inline __attribute__((always_inline))
+
+/* A block's 32 floats as two halves: the lanes that are NaN or infinite OR'd
+ * into *nonfinite, and zeroed (such a block's bytes are zeroed by the host:
+ * zeros keep its lanes finite, so the arithmetic below stays well defined). */
+QK_GGML_STEP void qk_ggml_load32(__global const float *src, float16 *v0, float16 *v1, int16 *nonfinite)
 {
-    ulong b, e;
-    qk_ggml_run(nblocks, &b, &e);
-    for (; b < e; b++) {
-        __global const uchar *src = y + yoff + b * QKG_BYTES_Q4_K;
-        qkg_u8 sc12[12];
-        for (int i = 0; i < 12; i++)
-            sc12[i] = src[4 + i];
-        const float d = qk_ggml_get_f16(src), min = qk_ggml_get_f16(src + 2);
-        __global float *dst = x + xoff + b * QKG_QK_K;
-        for (int j = 0; j < 4; j++) {
-            qkg_u8 sc, m;
-            qkg_get_scale_min_k4(2 * j, sc12, &sc, &m);
-            const float d1 = d * sc, m1 = min * m;
-            qkg_get_scale_min_k4(2 * j + 1, sc12, &sc, &m);
-            const float d2 = d * sc, m2 = min * m;
-            __global const uchar *q = src + 16 + 32 * j;
-            const int16 qa = convert_int16(vload16(0, q)), qb = convert_int16(vload16(1, q));
-            __global float *o = dst + 64 * j;
-            vstore16(d1 * convert_float16(qa & 0x0f) - m1, 0, o);
-            vstore16(d1 * convert_float16(qb & 0x0f) - m1, 1, o);
-            vstore16(d2 * convert_float16(qa >> 4) - m2, 2, o);
-            vstore16(d2 * convert_float16(qb >> 4) - m2, 3, o);
-        }
-    }
+    const float16 a = vload16(0, src), b = vload16(1, src);
+    const int16 bad0 = qk_ggml_bad16(a), bad1 = qk_ggml_bad16(b);
+    *nonfinite |= bad0 | bad1;
+    *v0 = select(a, (float16)(0.0f), bad0);
+    *v1 = select(b, (float16)(0.0f), bad1);
 }
 
-__kernel void qk_ggml_dequantize_q5_k(__global const uchar *restrict y, ulong yoff, __global float *restrict x,
-                                      ulong xoff, ulong nblocks)
+/* Q4_1/Q5_1's min and max of a block (.x, .y): a scalar loop keeping the
+ * first of equal values, so a zero takes the sign of the first zero. */
+QK_GGML_STEP float2 qk_ggml_minmax32(float16 v0, float16 v1)
 {
-    ulong b, e;
-    qk_ggml_run(nblocks, &b, &e);
-    for (; b < e; b++) {
-        __global const uchar *src = y + yoff + b * QKG_BYTES_Q5_K;
-        qkg_u8 sc12[12];
-        for (int i = 0; i < 12; i++)
-            sc12[i] = src[4 + i];
-        const float d = qk_ggml_get_f16(src), min = qk_ggml_get_f16(src + 2);
-        const int16 ha = convert_int16(vload16(0, src + 16)), hb = convert_int16(vload16(1, src + 16));
-        __global float *dst = x + xoff + b * QKG_QK_K;
-        for (int j = 0; j < 4; j++) {
-            qkg_u8 sc, m;
-            qkg_get_scale_min_k4(2 * j, sc12, &sc, &m);
-            const float d1 = d * sc, m1 = min * m;
-            qkg_get_scale_min_k4(2 * j + 1, sc12, &sc, &m);
-            const float d2 = d * sc, m2 = min * m;
-            const int u1 = 1 << (2 * j), u2 = 2 << (2 * j);
-            __global const uchar *q = src + 48 + 32 * j;
-            const int16 qa = convert_int16(vload16(0, q)), qb = convert_int16(vload16(1, q));
-            __global float *o = dst + 64 * j;
-            vstore16(d1 * convert_float16((qa & 0x0f) + select((int16)(0), (int16)(16), (ha & u1) != 0)) - m1, 0, o);
-            vstore16(d1 * convert_float16((qb & 0x0f) + select((int16)(0), (int16)(16), (hb & u1) != 0)) - m1, 1, o);
-            vstore16(d2 * convert_float16((qa >> 4) + select((int16)(0), (int16)(16), (ha & u2) != 0)) - m2, 2, o);
-            vstore16(d2 * convert_float16((qb >> 4) + select((int16)(0), (int16)(16), (hb & u2) != 0)) - m2, 3, o);
-        }
-    }
+    float mn = qk_ggml_fmin16(fmin(v0, v1)), mx = qk_ggml_fmax16(fmax(v0, v1));
+    if (mn == 0.0f)
+        mn = qk_ggml_first_equal(v0, v1, mn);
+    if (mx == 0.0f)
+        mx = qk_ggml_first_equal(v0, v1, mx);
+    return (float2)(mn, mx);
 }
 
-/* Q8_0 as qkg_quantize_q8_0, 16 lanes at a time: amax (the largest |x|, in
- * any order: max is exact), d = amax / 127, id = 1 / d, then each element's
- * roundf(x * id) (qkg_round: half away from zero) converted as qkg_cvt and
- * narrowed modulo 2^8. */
-__kernel void qk_ggml_quantize_q8_0(__global const float *restrict x, ulong xoff, __global uchar *restrict y,
-                                    ulong yoff, ulong nblocks, __global int *bad)
+/* ggml's id = d ? 1 / d : 0. */
+QK_GGML_STEP float qk_ggml_inv(float d)
 {
-    ulong b, e;
-    int16 nonfinite = (int16)(0);
-    qk_ggml_run(nblocks, &b, &e);
-    for (; b < e; b++) {
-        __global const float *src = x + xoff + b * QKG_QK;
-        float16 v0 = vload16(0, src), v1 = vload16(1, src);
-        const int16 bad0 = qk_ggml_bad16(v0), bad1 = qk_ggml_bad16(v1);
-        nonfinite |= bad0 | bad1;
-        /* such a block's bytes are zeroed by the host: zeros keep its lanes finite */
-        v0 = select(v0, (float16)(0.0f), bad0);
-        v1 = select(v1, (float16)(0.0f), bad1);
-        const float amax = qk_ggml_fmax16(fmax(fabs(v0), fabs(v1)));
-        const float d = QK_DIV_float(amax, 127.0f);
-        const float id = d != 0.0f ? QK_DIV_float(1.0f, d) : 0.0f;
-        __global uchar *dst = y + yoff + b * QKG_BYTES_Q8_0;
-        qk_ggml_put_f16(dst, d);
-        float16 s0 = v0 * id, s1 = v1 * id;
-        float16 t0 = trunc(s0), t1 = trunc(s1);
-        s0 = select(t0, t0 + copysign((float16)(1.0f), s0), fabs(s0 - t0) >= (float16)(0.5f));
-        s1 = select(t1, t1 + copysign((float16)(1.0f), s1), fabs(s1 - t1) >= (float16)(0.5f));
-        const int bounded = isfinite(id);
-        vstore16(convert_uchar16(qk_ggml_cvt16b(s0, bounded) & 0xff), 0, dst + 2);
-        vstore16(convert_uchar16(qk_ggml_cvt16b(s1, bounded) & 0xff), 0, dst + 18);
-    }
-    if (any(nonfinite))
-        atomic_or(bad, 1);
+    return d != 0.0f ? QK_DIV_float(1.0f, d) : 0.0f;
 }
 
-__kernel void qk_ggml_dequantize_q8_0(__global const uchar *restrict y, ulong yoff, __global float *restrict x,
-                                      ulong xoff, ulong nblocks)
+/* Q4_0/Q4_1/Q5_0's level of a scaled lane s: min(top, (i8)cvt(s)), as the
+ * uchar ggml stores it. */
+QK_GGML_STEP int16 qk_ggml_level16(float16 s, int top, int bounded)
 {
-    ulong b, e;
-    qk_ggml_run(nblocks, &b, &e);
-    for (; b < e; b++) {
-        __global const uchar *src = y + yoff + b * QKG_BYTES_Q8_0;
-        const float d = qk_ggml_get_f16(src);
-        __global float *dst = x + xoff + b * QKG_QK;
-        vstore16(convert_float16(as_char16(vload16(0, src + 2))) * d, 0, dst);
-        vstore16(convert_float16(as_char16(vload16(0, src + 18))) * d, 1, dst);
-    }
+    return min((int16)(top), qk_ggml_sext8(qk_ggml_cvt16b(s, bounded))) & 0xff;
 }
 
-/* Q4_0 as qkg_quantize_q4_0: max is the first element (in index order) whose
- * |x| is amax, so it is +amax or -amax (0 when amax is 0) as that element's
- * sign says; d = max / -8, id = 1 / d; element j's nibble min(15, (i8)cvt(x *
- * id + 8.5)) low, element j + 16's high. */
-__kernel void qk_ggml_quantize_q4_0(__global const float *restrict x, ulong xoff, __global uchar *restrict y,
-                                    ulong yoff, ulong nblocks, __global int *bad)
+/* Q4_0/Q4_1's nibbles: element j's level low, element j + 16's high (ORed
+ * whole, as ggml does: an out-of-range level keeps its high bits). */
+QK_GGML_STEP void qk_ggml_put_q4(__global uchar *qs, int16 q0, int16 q1)
 {
-    ulong b, e;
-    int16 nonfinite = (int16)(0);
-    qk_ggml_run(nblocks, &b, &e);
-    for (; b < e; b++) {
-        __global const float *src = x + xoff + b * QKG_QK;
-        float16 v0 = vload16(0, src), v1 = vload16(1, src);
-        const int16 bad0 = qk_ggml_bad16(v0), bad1 = qk_ggml_bad16(v1);
-        nonfinite |= bad0 | bad1;
-        /* such a block's bytes are zeroed by the host: zeros keep its lanes finite */
-        v0 = select(v0, (float16)(0.0f), bad0);
-        v1 = select(v1, (float16)(0.0f), bad1);
-        const float max = qk_ggml_signed_amax(v0, v1);
-        const float d = QK_DIV_float(max, -8.0f);
-        const float id = d != 0.0f ? QK_DIV_float(1.0f, d) : 0.0f;
-        __global uchar *dst = y + yoff + b * QKG_BYTES_Q4_0;
-        qk_ggml_put_f16(dst, d);
-        const int bounded = isfinite(id);
-        int16 q0 = min((int16)(15), qk_ggml_sext8(qk_ggml_cvt16b(v0 * id + (float16)(8.5f), bounded))) & 0xff;
-        int16 q1 = min((int16)(15), qk_ggml_sext8(qk_ggml_cvt16b(v1 * id + (float16)(8.5f), bounded))) & 0xff;
-        vstore16(convert_uchar16((q0 | (q1 << 4)) & 0xff), 0, dst + 2);
-    }
-    if (any(nonfinite))
-        atomic_or(bad, 1);
+    vstore16(convert_uchar16((q0 | (q1 << 4)) & 0xff), 0, qs);
 }
 
-__kernel void qk_ggml_dequantize_q4_0(__global const uchar *restrict y, ulong yoff, __global float *restrict x,
-                                      ulong xoff, ulong nblocks)
+/* Q5_0/Q5_1's qh (fifth bits) at p, then the low nibbles packed after it. */
+QK_GGML_STEP void qk_ggml_put_q5(__global uchar *p, int16 q0, int16 q1)
 {
-    ulong b, e;
-    qk_ggml_run(nblocks, &b, &e);
-    for (; b < e; b++) {
-        __global const uchar *src = y + yoff + b * QKG_BYTES_Q4_0;
-        const float d = qk_ggml_get_f16(src);
-        const int16 q = convert_int16(vload16(0, src + 2));
-        __global float *dst = x + xoff + b * QKG_QK;
-        vstore16(convert_float16((q & 0x0f) - 8) * d, 0, dst);
-        vstore16(convert_float16((q >> 4) - 8) * d, 1, dst);
-    }
-}
-/* Q4_1 as qkg_quantize_q4_1: min and max (the first of equal values, so a
- * zero keeps the sign of the first zero), d = (max - min) / 15, id = 1 / d,
- * nibbles min(15, (i8)cvt((x - min) * id + 0.5)). */
-__kernel void qk_ggml_quantize_q4_1(__global const float *restrict x, ulong xoff, __global uchar *restrict y,
-                                    ulong yoff, ulong nblocks, __global int *bad)
-{
-    ulong b, e;
-    int16 nonfinite = (int16)(0);
-    qk_ggml_run(nblocks, &b, &e);
-    for (; b < e; b++) {
-        __global const float *src = x + xoff + b * QKG_QK;
-        float16 v0 = vload16(0, src), v1 = vload16(1, src);
-        const int16 bad0 = qk_ggml_bad16(v0), bad1 = qk_ggml_bad16(v1);
-        nonfinite |= bad0 | bad1;
-        /* such a block's bytes are zeroed by the host: zeros keep its lanes finite */
-        v0 = select(v0, (float16)(0.0f), bad0);
-        v1 = select(v1, (float16)(0.0f), bad1);
-        float mn = qk_ggml_fmin16(fmin(v0, v1)), mx = qk_ggml_fmax16(fmax(v0, v1));
-        if (mn == 0.0f)
-            mn = qk_ggml_first_equal(v0, v1, mn);
-        if (mx == 0.0f)
-            mx = qk_ggml_first_equal(v0, v1, mx);
-        const float d = QK_DIV_float(mx - mn, 15.0f);
-        const float id = d != 0.0f ? QK_DIV_float(1.0f, d) : 0.0f;
-        __global uchar *dst = y + yoff + b * QKG_BYTES_Q4_1;
-        qk_ggml_put_f16(dst, d);
-        qk_ggml_put_f16(dst + 2, mn);
-        const int bounded = isfinite(d) && isfinite(id);
-        int16 q0 = min((int16)(15), qk_ggml_sext8(qk_ggml_cvt16b((v0 - mn) * id + (float16)(0.5f), bounded))) & 0xff;
-        int16 q1 = min((int16)(15), qk_ggml_sext8(qk_ggml_cvt16b((v1 - mn) * id + (float16)(0.5f), bounded))) & 0xff;
-        vstore16(convert_uchar16((q0 | (q1 << 4)) & 0xff), 0, dst + 4);
-    }
-    if (any(nonfinite))
-        atomic_or(bad, 1);
-}
-
-__kernel void qk_ggml_dequantize_q4_1(__global const uchar *restrict y, ulong yoff, __global float *restrict x,
-                                      ulong xoff, ulong nblocks)
-{
-    ulong b, e;
-    qk_ggml_run(nblocks, &b, &e);
-    for (; b < e; b++) {
-        __global const uchar *src = y + yoff + b * QKG_BYTES_Q4_1;
-        const float d = qk_ggml_get_f16(src), m = qk_ggml_get_f16(src + 2);
-        const int16 q = convert_int16(vload16(0, src + 4));
-        __global float *dst = x + xoff + b * QKG_QK;
-        vstore16(convert_float16(q & 0x0f) * d + m, 0, dst);
-        vstore16(convert_float16(q >> 4) * d + m, 1, dst);
-    }
-}
-
-/* Q5_0 as qkg_quantize_q5_0: d = max / -16 (max as Q4_0's), levels
- * min(31, (i8)cvt(x * id + 16.5)): low nibbles packed, fifth bits in qh. */
-__kernel void qk_ggml_quantize_q5_0(__global const float *restrict x, ulong xoff, __global uchar *restrict y,
-                                    ulong yoff, ulong nblocks, __global int *bad)
-{
-    ulong b, e;
-    int16 nonfinite = (int16)(0);
-    qk_ggml_run(nblocks, &b, &e);
-    for (; b < e; b++) {
-        __global const float *src = x + xoff + b * QKG_QK;
-        float16 v0 = vload16(0, src), v1 = vload16(1, src);
-        const int16 bad0 = qk_ggml_bad16(v0), bad1 = qk_ggml_bad16(v1);
-        nonfinite |= bad0 | bad1;
-        /* such a block's bytes are zeroed by the host: zeros keep its lanes finite */
-        v0 = select(v0, (float16)(0.0f), bad0);
-        v1 = select(v1, (float16)(0.0f), bad1);
-        const float max = qk_ggml_signed_amax(v0, v1);
-        const float d = QK_DIV_float(max, -16.0f);
-        const float id = d != 0.0f ? QK_DIV_float(1.0f, d) : 0.0f;
-        __global uchar *dst = y + yoff + b * QKG_BYTES_Q5_0;
-        qk_ggml_put_f16(dst, d);
-        const int bounded = isfinite(id);
-        int16 q0 = min((int16)(31), qk_ggml_sext8(qk_ggml_cvt16b(v0 * id + (float16)(16.5f), bounded))) & 0xff;
-        int16 q1 = min((int16)(31), qk_ggml_sext8(qk_ggml_cvt16b(v1 * id + (float16)(16.5f), bounded))) & 0xff;
-        qk_ggml_put_qh(dst + 2, q0, q1);
-        vstore16(convert_uchar16((q0 & 0x0f) | ((q1 & 0x0f) << 4)), 0, dst + 6);
-    }
-    if (any(nonfinite))
-        atomic_or(bad, 1);
+    qk_ggml_put_qh(p, q0, q1);
+    vstore16(convert_uchar16((q0 & 0x0f) | ((q1 & 0x0f) << 4)), 0, p + 4);
 }
 
 /* The fifth bits of qh for elements 0..15 (lo) and 16..31 (hi), as 0 or 0x10. */
@@ -442,71 +265,240 @@ inline int16 qk_ggml_get_qh(__global const uchar *p, int hi)
     return (((int16)((int)(qh >> (hi ? 16 : 0)) & 0xffff)) >> lane & 1) << 4;
 }
 
-__kernel void qk_ggml_dequantize_q5_0(__global const uchar *restrict y, ulong yoff, __global float *restrict x,
-                                      ulong xoff, ulong nblocks)
+/* Q4_K/Q5_K's scales: the 12 packed bytes and d, dmin of block src. */
+QK_GGML_STEP void qk_ggml_k4_head(__global const uchar *src, qkg_u8 *sc12, float *d, float *min)
 {
-    ulong b, e;
-    qk_ggml_run(nblocks, &b, &e);
-    for (; b < e; b++) {
-        __global const uchar *src = y + yoff + b * QKG_BYTES_Q5_0;
-        const float d = qk_ggml_get_f16(src);
-        const int16 q = convert_int16(vload16(0, src + 6));
-        __global float *dst = x + xoff + b * QKG_QK;
-        vstore16(convert_float16(((q & 0x0f) | qk_ggml_get_qh(src + 2, 0)) - 16) * d, 0, dst);
-        vstore16(convert_float16(((q >> 4) | qk_ggml_get_qh(src + 2, 1)) - 16) * d, 1, dst);
-    }
+    for (int i = 0; i < 12; i++)
+        sc12[i] = src[4 + i];
+    *d = qk_ggml_get_f16(src);
+    *min = qk_ggml_get_f16(src + 2);
 }
 
-/* Q5_1 as qkg_quantize_q5_1: min and max as Q4_1's, d = (max - min) / 31,
- * levels (u8)cvt((x - min) * id + 0.5) (no clamp, as ggml). */
-__kernel void qk_ggml_quantize_q5_1(__global const float *restrict x, ulong xoff, __global uchar *restrict y,
-                                    ulong yoff, ulong nblocks, __global int *bad)
+/* Sub-blocks 2j and 2j + 1's scale and min (d * sc, dmin * m), as
+ * qkg_dequantize_q4_k unpacks them. */
+QK_GGML_STEP void qk_ggml_k4_pair(const qkg_u8 *sc12, int j, float d, float min, float *d1, float *m1, float *d2,
+                            float *m2)
 {
-    ulong b, e;
-    int16 nonfinite = (int16)(0);
-    qk_ggml_run(nblocks, &b, &e);
-    for (; b < e; b++) {
-        __global const float *src = x + xoff + b * QKG_QK;
-        float16 v0 = vload16(0, src), v1 = vload16(1, src);
-        const int16 bad0 = qk_ggml_bad16(v0), bad1 = qk_ggml_bad16(v1);
-        nonfinite |= bad0 | bad1;
-        /* such a block's bytes are zeroed by the host: zeros keep its lanes finite */
-        v0 = select(v0, (float16)(0.0f), bad0);
-        v1 = select(v1, (float16)(0.0f), bad1);
-        float mn = qk_ggml_fmin16(fmin(v0, v1)), mx = qk_ggml_fmax16(fmax(v0, v1));
-        if (mn == 0.0f)
-            mn = qk_ggml_first_equal(v0, v1, mn);
-        if (mx == 0.0f)
-            mx = qk_ggml_first_equal(v0, v1, mx);
-        const float d = QK_DIV_float(mx - mn, 31.0f);
-        const float id = d != 0.0f ? QK_DIV_float(1.0f, d) : 0.0f;
-        __global uchar *dst = y + yoff + b * QKG_BYTES_Q5_1;
-        qk_ggml_put_f16(dst, d);
-        qk_ggml_put_f16(dst + 2, mn);
-        const int bounded = isfinite(d) && isfinite(id);
-        int16 q0 = qk_ggml_cvt16b((v0 - mn) * id + (float16)(0.5f), bounded) & 0xff;
-        int16 q1 = qk_ggml_cvt16b((v1 - mn) * id + (float16)(0.5f), bounded) & 0xff;
-        qk_ggml_put_qh(dst + 4, q0, q1);
-        vstore16(convert_uchar16((q0 & 0x0f) | ((q1 & 0x0f) << 4)), 0, dst + 8);
-    }
-    if (any(nonfinite))
-        atomic_or(bad, 1);
+    qkg_u8 sc, m;
+    qkg_get_scale_min_k4(2 * j, sc12, &sc, &m);
+    *d1 = d * sc;
+    *m1 = min * m;
+    qkg_get_scale_min_k4(2 * j + 1, sc12, &sc, &m);
+    *d2 = d * sc;
+    *m2 = min * m;
 }
 
-__kernel void qk_ggml_dequantize_q5_1(__global const uchar *restrict y, ulong yoff, __global float *restrict x,
-                                      ulong xoff, ulong nblocks)
+/* A kernel over this work-item's run of blocks, block function
+ * qk_ggml_vquantize_NAME(src, dst, &nonfinite); *bad set once at the end. */
+#define QK_GGML_VQUANT_KERNEL(NAME, ELEMS, BYTES)                                                                      \
+    __kernel void qk_ggml_quantize_##NAME(__global const float *restrict x, ulong xoff,                                \
+                                          __global uchar *restrict y, ulong yoff, ulong nblocks,                       \
+                                          __global int *bad)                                                           \
+    {                                                                                                                  \
+        ulong b, e;                                                                                                    \
+        int16 nonfinite = (int16)(0);                                                                                  \
+        qk_ggml_run(nblocks, &b, &e);                                                                                  \
+        for (; b < e; b++)                                                                                             \
+            qk_ggml_vquantize_##NAME(x + xoff + b * ELEMS, y + yoff + b * BYTES, &nonfinite);                          \
+        if (any(nonfinite))                                                                                            \
+            atomic_or(bad, 1);                                                                                         \
+    }
+
+#define QK_GGML_VDEQUANT_KERNEL(NAME, ELEMS, BYTES)                                                                    \
+    __kernel void qk_ggml_dequantize_##NAME(__global const uchar *restrict y, ulong yoff,                              \
+                                            __global float *restrict x, ulong xoff, ulong nblocks)                     \
+    {                                                                                                                  \
+        ulong b, e;                                                                                                    \
+        qk_ggml_run(nblocks, &b, &e);                                                                                  \
+        for (; b < e; b++)                                                                                             \
+            qk_ggml_vdequantize_##NAME(y + yoff + b * BYTES, x + xoff + b * ELEMS);                                    \
+    }
+
+/* Q4_K and Q5_K dequantization as qkg_dequantize_q4_k/_q5_k, 16 lanes at a
+ * time: d1 * level - m1 per 32 elements, each sub-block's scale and min as
+ * qkg_get_scale_min_k4 unpacks them. */
+QK_GGML_STEP void qk_ggml_vdequantize_q4_k(__global const uchar *src, __global float *dst)
 {
-    ulong b, e;
-    qk_ggml_run(nblocks, &b, &e);
-    for (; b < e; b++) {
-        __global const uchar *src = y + yoff + b * QKG_BYTES_Q5_1;
-        const float d = qk_ggml_get_f16(src), m = qk_ggml_get_f16(src + 2);
-        const int16 q = convert_int16(vload16(0, src + 8));
-        __global float *dst = x + xoff + b * QKG_QK;
-        vstore16(convert_float16((q & 0x0f) | qk_ggml_get_qh(src + 4, 0)) * d + m, 0, dst);
-        vstore16(convert_float16((q >> 4) | qk_ggml_get_qh(src + 4, 1)) * d + m, 1, dst);
+    qkg_u8 sc12[12];
+    float d, min;
+    qk_ggml_k4_head(src, sc12, &d, &min);
+    for (int j = 0; j < 4; j++) {
+        float d1, m1, d2, m2;
+        qk_ggml_k4_pair(sc12, j, d, min, &d1, &m1, &d2, &m2);
+        __global const uchar *q = src + 16 + 32 * j;
+        const int16 qa = convert_int16(vload16(0, q)), qb = convert_int16(vload16(1, q));
+        __global float *o = dst + 64 * j;
+        vstore16(d1 * convert_float16(qa & 0x0f) - m1, 0, o);
+        vstore16(d1 * convert_float16(qb & 0x0f) - m1, 1, o);
+        vstore16(d2 * convert_float16(qa >> 4) - m2, 2, o);
+        vstore16(d2 * convert_float16(qb >> 4) - m2, 3, o);
     }
 }
+QK_GGML_VDEQUANT_KERNEL(q4_k, QKG_QK_K, QKG_BYTES_Q4_K)
+
+/* Q5_K: Q4_K's levels plus 16 where the sub-block's bit of qh is set. */
+QK_GGML_STEP void qk_ggml_vdequantize_q5_k(__global const uchar *src, __global float *dst)
+{
+    qkg_u8 sc12[12];
+    float d, min;
+    qk_ggml_k4_head(src, sc12, &d, &min);
+    const int16 ha = convert_int16(vload16(0, src + 16)), hb = convert_int16(vload16(1, src + 16));
+    for (int j = 0; j < 4; j++) {
+        float d1, m1, d2, m2;
+        qk_ggml_k4_pair(sc12, j, d, min, &d1, &m1, &d2, &m2);
+        const int u1 = 1 << (2 * j), u2 = 2 << (2 * j);
+        __global const uchar *q = src + 48 + 32 * j;
+        const int16 qa = convert_int16(vload16(0, q)), qb = convert_int16(vload16(1, q));
+        __global float *o = dst + 64 * j;
+        vstore16(d1 * convert_float16((qa & 0x0f) + select((int16)(0), (int16)(16), (ha & u1) != 0)) - m1, 0, o);
+        vstore16(d1 * convert_float16((qb & 0x0f) + select((int16)(0), (int16)(16), (hb & u1) != 0)) - m1, 1, o);
+        vstore16(d2 * convert_float16((qa >> 4) + select((int16)(0), (int16)(16), (ha & u2) != 0)) - m2, 2, o);
+        vstore16(d2 * convert_float16((qb >> 4) + select((int16)(0), (int16)(16), (hb & u2) != 0)) - m2, 3, o);
+    }
+}
+QK_GGML_VDEQUANT_KERNEL(q5_k, QKG_QK_K, QKG_BYTES_Q5_K)
+
+/* Q8_0 as qkg_quantize_q8_0, 16 lanes at a time: amax (the largest |x|, in
+ * any order: max is exact), d = amax / 127, id = 1 / d, then each element's
+ * roundf(x * id) (qkg_round: half away from zero) converted as qkg_cvt and
+ * narrowed modulo 2^8. */
+QK_GGML_STEP void qk_ggml_vquantize_q8_0(__global const float *src, __global uchar *dst, int16 *nonfinite)
+{
+    float16 v0, v1;
+    qk_ggml_load32(src, &v0, &v1, nonfinite);
+    const float amax = qk_ggml_fmax16(fmax(fabs(v0), fabs(v1)));
+    const float d = QK_DIV_float(amax, 127.0f);
+    const float id = qk_ggml_inv(d);
+    qk_ggml_put_f16(dst, d);
+    float16 s0 = v0 * id, s1 = v1 * id;
+    float16 t0 = trunc(s0), t1 = trunc(s1);
+    s0 = select(t0, t0 + copysign((float16)(1.0f), s0), fabs(s0 - t0) >= (float16)(0.5f));
+    s1 = select(t1, t1 + copysign((float16)(1.0f), s1), fabs(s1 - t1) >= (float16)(0.5f));
+    const int bounded = isfinite(id);
+    vstore16(convert_uchar16(qk_ggml_cvt16b(s0, bounded) & 0xff), 0, dst + 2);
+    vstore16(convert_uchar16(qk_ggml_cvt16b(s1, bounded) & 0xff), 0, dst + 18);
+}
+QK_GGML_VQUANT_KERNEL(q8_0, QKG_QK, QKG_BYTES_Q8_0)
+
+QK_GGML_STEP void qk_ggml_vdequantize_q8_0(__global const uchar *src, __global float *dst)
+{
+    const float d = qk_ggml_get_f16(src);
+    vstore16(convert_float16(as_char16(vload16(0, src + 2))) * d, 0, dst);
+    vstore16(convert_float16(as_char16(vload16(0, src + 18))) * d, 1, dst);
+}
+QK_GGML_VDEQUANT_KERNEL(q8_0, QKG_QK, QKG_BYTES_Q8_0)
+
+/* Q4_0/Q5_0 as qkg_quantize_q4_0/_q5_0: max is the first element (in index
+ * order) whose |x| is amax, so it is +amax or -amax (0 when amax is 0) as that
+ * element's sign says; d = max / dneg stored, id = 1 / d; element j's level
+ * min(top, (i8)cvt(x * id + off)) in *q0 (j < 16) or *q1. */
+QK_GGML_STEP void qk_ggml_sym_levels(__global const float *src, __global uchar *dst, int16 *nonfinite, float dneg,
+                                     float off, int top, int16 *q0, int16 *q1)
+{
+    float16 v0, v1;
+    qk_ggml_load32(src, &v0, &v1, nonfinite);
+    const float d = QK_DIV_float(qk_ggml_signed_amax(v0, v1), dneg);
+    const float id = qk_ggml_inv(d);
+    qk_ggml_put_f16(dst, d);
+    const int bounded = isfinite(id);
+    *q0 = qk_ggml_level16(v0 * id + (float16)(off), top, bounded);
+    *q1 = qk_ggml_level16(v1 * id + (float16)(off), top, bounded);
+}
+
+/* Q4_1/Q5_1 as qkg_quantize_q4_1/_q5_1: min and max (qk_ggml_minmax32),
+ * d = (max - min) / nmax and min stored, id = 1 / d; the lanes (x - min) * id
+ * + 0.5 in *s0, *s1 (the levels before conversion); returns whether they are
+ * bounded (qk_ggml_cvt16b). */
+QK_GGML_STEP int qk_ggml_asym_scaled(__global const float *src, __global uchar *dst, int16 *nonfinite, float nmax,
+                                     float16 *s0, float16 *s1)
+{
+    float16 v0, v1;
+    qk_ggml_load32(src, &v0, &v1, nonfinite);
+    const float2 range = qk_ggml_minmax32(v0, v1);
+    const float mn = range.x, mx = range.y;
+    const float d = QK_DIV_float(mx - mn, nmax);
+    const float id = qk_ggml_inv(d);
+    qk_ggml_put_f16(dst, d);
+    qk_ggml_put_f16(dst + 2, mn);
+    *s0 = (v0 - mn) * id + (float16)(0.5f);
+    *s1 = (v1 - mn) * id + (float16)(0.5f);
+    return isfinite(d) && isfinite(id);
+}
+
+/* Q4_0: d = max / -8, levels min(15, (i8)cvt(x * id + 8.5)), element j's
+ * nibble low, element j + 16's high. */
+QK_GGML_STEP void qk_ggml_vquantize_q4_0(__global const float *src, __global uchar *dst, int16 *nonfinite)
+{
+    int16 q0, q1;
+    qk_ggml_sym_levels(src, dst, nonfinite, -8.0f, 8.5f, 15, &q0, &q1);
+    qk_ggml_put_q4(dst + 2, q0, q1);
+}
+QK_GGML_VQUANT_KERNEL(q4_0, QKG_QK, QKG_BYTES_Q4_0)
+
+QK_GGML_STEP void qk_ggml_vdequantize_q4_0(__global const uchar *src, __global float *dst)
+{
+    const float d = qk_ggml_get_f16(src);
+    const int16 q = convert_int16(vload16(0, src + 2));
+    vstore16(convert_float16((q & 0x0f) - 8) * d, 0, dst);
+    vstore16(convert_float16((q >> 4) - 8) * d, 1, dst);
+}
+QK_GGML_VDEQUANT_KERNEL(q4_0, QKG_QK, QKG_BYTES_Q4_0)
+
+/* Q4_1: d = (max - min) / 15, nibbles min(15, (i8)cvt((x - min) * id + 0.5)). */
+QK_GGML_STEP void qk_ggml_vquantize_q4_1(__global const float *src, __global uchar *dst, int16 *nonfinite)
+{
+    float16 s0, s1;
+    const int bounded = qk_ggml_asym_scaled(src, dst, nonfinite, 15.0f, &s0, &s1);
+    qk_ggml_put_q4(dst + 4, qk_ggml_level16(s0, 15, bounded), qk_ggml_level16(s1, 15, bounded));
+}
+QK_GGML_VQUANT_KERNEL(q4_1, QKG_QK, QKG_BYTES_Q4_1)
+
+QK_GGML_STEP void qk_ggml_vdequantize_q4_1(__global const uchar *src, __global float *dst)
+{
+    const float d = qk_ggml_get_f16(src), m = qk_ggml_get_f16(src + 2);
+    const int16 q = convert_int16(vload16(0, src + 4));
+    vstore16(convert_float16(q & 0x0f) * d + m, 0, dst);
+    vstore16(convert_float16(q >> 4) * d + m, 1, dst);
+}
+QK_GGML_VDEQUANT_KERNEL(q4_1, QKG_QK, QKG_BYTES_Q4_1)
+
+/* Q5_0: d = max / -16, levels min(31, (i8)cvt(x * id + 16.5)): fifth bits
+ * in qh, low nibbles packed. */
+QK_GGML_STEP void qk_ggml_vquantize_q5_0(__global const float *src, __global uchar *dst, int16 *nonfinite)
+{
+    int16 q0, q1;
+    qk_ggml_sym_levels(src, dst, nonfinite, -16.0f, 16.5f, 31, &q0, &q1);
+    qk_ggml_put_q5(dst + 2, q0, q1);
+}
+QK_GGML_VQUANT_KERNEL(q5_0, QKG_QK, QKG_BYTES_Q5_0)
+
+QK_GGML_STEP void qk_ggml_vdequantize_q5_0(__global const uchar *src, __global float *dst)
+{
+    const float d = qk_ggml_get_f16(src);
+    const int16 q = convert_int16(vload16(0, src + 6));
+    vstore16(convert_float16(((q & 0x0f) | qk_ggml_get_qh(src + 2, 0)) - 16) * d, 0, dst);
+    vstore16(convert_float16(((q >> 4) | qk_ggml_get_qh(src + 2, 1)) - 16) * d, 1, dst);
+}
+QK_GGML_VDEQUANT_KERNEL(q5_0, QKG_QK, QKG_BYTES_Q5_0)
+
+/* Q5_1: d = (max - min) / 31, levels (u8)cvt((x - min) * id + 0.5) (no
+ * clamp, as ggml). */
+QK_GGML_STEP void qk_ggml_vquantize_q5_1(__global const float *src, __global uchar *dst, int16 *nonfinite)
+{
+    float16 s0, s1;
+    const int bounded = qk_ggml_asym_scaled(src, dst, nonfinite, 31.0f, &s0, &s1);
+    qk_ggml_put_q5(dst + 4, qk_ggml_cvt16b(s0, bounded) & 0xff, qk_ggml_cvt16b(s1, bounded) & 0xff);
+}
+QK_GGML_VQUANT_KERNEL(q5_1, QKG_QK, QKG_BYTES_Q5_1)
+
+QK_GGML_STEP void qk_ggml_vdequantize_q5_1(__global const uchar *src, __global float *dst)
+{
+    const float d = qk_ggml_get_f16(src), m = qk_ggml_get_f16(src + 2);
+    const int16 q = convert_int16(vload16(0, src + 8));
+    vstore16(convert_float16((q & 0x0f) | qk_ggml_get_qh(src + 4, 0)) * d + m, 0, dst);
+    vstore16(convert_float16((q >> 4) | qk_ggml_get_qh(src + 4, 1)) * d + m, 1, dst);
+}
+QK_GGML_VDEQUANT_KERNEL(q5_1, QKG_QK, QKG_BYTES_Q5_1)
 
 /* F32 -> F16 / BF16 / F32 (kind 1, 2, 0), two or four little-endian bytes an
  * element at any byte offset. */
