@@ -29,7 +29,14 @@ typedef uint qkg_u32;
 #define QKG_F2U(f) as_uint(f)
 #define QKG_U2F(u) as_float(u)
 #define QKG_FABS(v) fabs(v)
-#define QKG_SQRT(v) sqrt(v)
+/* Division and sqrt correctly rounded whatever the device promises: common.cl's
+ * QK_DIV_MODE (a / b where the program is built with
+ * -cl-fp32-correctly-rounded-divide-sqrt; in double; or corrected). OpenCL's
+ * plain / and sqrt are 2.5 and 3 ulp without that option (Mesa llvmpipe, many
+ * GPUs without fp64), which changed Q3_K's bytes on rusticl. */
+#define QKG_DIV(a, b) QK_DIV_float((float)(a), (float)(b))
+#define QKG_DIV8(a, b) QK_DIV_float8(a, b)
+#define QKG_SQRT(v) QK_SQRT_float(v)
 /* round(): half away from zero. PoCL's round() is a slow library call; this is
  * the same function exactly (x - trunc(x) is exact in float). */
 inline float qkg_round(float v)
@@ -48,6 +55,7 @@ typedef unsigned int qkg_u32;
 #define QKG_U2F(u) __uint_as_float(u)
 #define QKG_FABS(v) fabsf(v)
 #define QKG_SQRT(v) __fsqrt_rn(v)
+#define QKG_DIV(a, b) __fdiv_rn((float)(a), (float)(b))
 #define QKG_ROUND(v) roundf(v)
 #else
 #include <math.h>
@@ -74,6 +82,7 @@ static inline float qkg_u2f(qkg_u32 u)
 #define QKG_U2F(u) qkg_u2f(u)
 #define QKG_FABS(v) fabsf(v)
 #define QKG_SQRT(v) sqrtf(v)
+#define QKG_DIV(a, b) ((float)(a) / (float)(b))
 #define QKG_ROUND(v) roundf(v)
 #endif
 
@@ -192,8 +201,8 @@ QKG_FN void qkg_quantize_q8_0(const float *x, qkg_u8 *y)
     float amax = 0.0f;
     for (int j = 0; j < QKG_QK; j++)
         amax = QKG_MAX(amax, QKG_FABS(x[j]));
-    const float d = amax / ((1 << 7) - 1);
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float d = QKG_DIV(amax, (1 << 7) - 1);
+    const float id = d != 0.0f ? QKG_DIV(1.0f, d) : 0.0f;
     qkg_put_f16(y, d);
     for (int j = 0; j < QKG_QK; j++) {
         const float x0 = x[j] * id;
@@ -219,8 +228,8 @@ QKG_FN void qkg_quantize_q4_0(const float *x, qkg_u8 *y)
             max = v;
         }
     }
-    const float d = max / -8;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float d = QKG_DIV(max, -8);
+    const float id = d != 0.0f ? QKG_DIV(1.0f, d) : 0.0f;
     qkg_put_f16(y, d);
     for (int j = 0; j < QKG_QK / 2; j++) {
         const float x0 = x[j] * id;
@@ -253,8 +262,8 @@ QKG_FN void qkg_quantize_q4_1(const float *x, qkg_u8 *y)
         if (v > max)
             max = v;
     }
-    const float d = (max - min) / ((1 << 4) - 1);
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float d = QKG_DIV(max - min, (1 << 4) - 1);
+    const float id = d != 0.0f ? QKG_DIV(1.0f, d) : 0.0f;
     qkg_put_f16(y, d);
     qkg_put_f16(y + 2, min);
     for (int j = 0; j < QKG_QK / 2; j++) {
@@ -299,8 +308,8 @@ QKG_FN void qkg_quantize_q5_0(const float *x, qkg_u8 *y)
             max = v;
         }
     }
-    const float d = max / -16;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float d = QKG_DIV(max, -16);
+    const float id = d != 0.0f ? QKG_DIV(1.0f, d) : 0.0f;
     qkg_put_f16(y, d);
     qkg_u32 qh = 0;
     for (int j = 0; j < QKG_QK / 2; j++) {
@@ -340,8 +349,8 @@ QKG_FN void qkg_quantize_q5_1(const float *x, qkg_u8 *y)
         if (v > max)
             max = v;
     }
-    const float d = (max - min) / ((1 << 5) - 1);
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float d = QKG_DIV(max - min, (1 << 5) - 1);
+    const float id = d != 0.0f ? QKG_DIV(1.0f, d) : 0.0f;
     qkg_put_f16(y, d);
     qkg_put_f16(y + 2, min);
     qkg_u32 qh = 0;
@@ -397,7 +406,7 @@ QKG_FN int qkg_qx_start(int n, int nmax, int off, const float *x, qkg_i8 *L, flo
             L[i] = 0;
         return 0;
     }
-    float iscale = -nmax / max;
+    float iscale = QKG_DIV(-nmax, max);
     float sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; i++) {
         int l = qkg_nearest_int(iscale * x[i]);
@@ -435,7 +444,7 @@ QKG_FN float qkg_make_qx_quants(int n, int nmax, const float *x, qkg_i8 *L)
     for (int is = -9; is <= 9; is++) {
         if (is == 0)
             continue;
-        float iscale = -(nmax + 0.1f * is) / max;
+        float iscale = QKG_DIV(-(nmax + 0.1f * is), max);
         float sumlx = 0, suml2 = 0;
         for (int i = 0; i < n; i++) {
             int l = qkg_nearest_int(iscale * x[i]);
@@ -449,7 +458,7 @@ QKG_FN float qkg_make_qx_quants(int n, int nmax, const float *x, qkg_i8 *L)
                 int l = qkg_nearest_int(iscale * x[i]);
                 L[i] = (qkg_i8)(nmax + QKG_MAX(-nmax, QKG_MIN(nmax - 1, l)));
             }
-            scale = sumlx / suml2;
+            scale = QKG_DIV(sumlx, suml2);
             best = scale * sumlx;
         }
     }
@@ -469,7 +478,7 @@ QKG_FN float qkg_make_q3_quants(int n, int nmax, const float *x, qkg_i8 *L)
             float slx = sumlx - w * x[i] * L[i];
             if (slx > 0) {
                 float sl2 = suml2 - w * L[i] * L[i];
-                int new_l = qkg_nearest_int(x[i] * sl2 / slx);
+                int new_l = qkg_nearest_int(QKG_DIV(x[i] * sl2, slx));
                 new_l = QKG_MAX(-nmax, QKG_MIN(nmax - 1, new_l));
                 if (new_l != L[i]) {
                     slx += w * x[i] * new_l;
@@ -488,7 +497,7 @@ QKG_FN float qkg_make_q3_quants(int n, int nmax, const float *x, qkg_i8 *L)
     }
     for (int i = 0; i < n; i++)
         L[i] = (qkg_i8)(L[i] + nmax);
-    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+    return suml2 > 0.0f ? QKG_DIV(sumlx, suml2) : 0.0f;
 }
 
 /* The start of make_qkx2_quants (the scalar search and OpenCL's vector one):
@@ -522,8 +531,8 @@ QKG_FN int qkg_qkx2_start(int n, int nmax, const float *x, const float *weights,
             L[i] = 0;
         return 0;
     }
-    float iscale = nmax / (max - min);
-    float scale = 1 / iscale;
+    float iscale = QKG_DIV(nmax, max - min);
+    float scale = QKG_DIV(1, iscale);
     float best_error = 0;
     for (int i = 0; i < n; i++) {
         int l = qkg_nearest_int(iscale * (x[i] - min));
@@ -549,7 +558,7 @@ QKG_FN float qkg_make_qkx2_quants(int n, int nmax, const float *x, const float *
         return 0.0f;
     }
     for (int is = 0; is <= nstep; is++) {
-        float iscale = (rmin + rdelta * is + nmax) / (max - min);
+        float iscale = QKG_DIV(rmin + rdelta * is + nmax, max - min);
         float sum_l = 0, sum_l2 = 0, sum_xl = 0;
         for (int i = 0; i < n; i++) {
             int l = qkg_nearest_int(iscale * (x[i] - min));
@@ -562,11 +571,11 @@ QKG_FN float qkg_make_qkx2_quants(int n, int nmax, const float *x, const float *
         }
         float D = sum_w * sum_l2 - sum_l * sum_l;
         if (D > 0) {
-            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+            float this_scale = QKG_DIV(sum_w * sum_xl - sum_x * sum_l, D);
+            float this_min = QKG_DIV(sum_l2 * sum_x - sum_l * sum_xl, D);
             if (this_min > 0) {
                 this_min = 0;
-                this_scale = sum_xl / sum_l2;
+                this_scale = QKG_DIV(sum_xl, sum_l2);
             }
             float cur_error = 0;
             for (int i = 0; i < n; i++) {
@@ -617,7 +626,7 @@ inline float qkg_make_qkx2_quants_v8(int n, int nmax, const float *x, const floa
     float Dv[8], ev[8], sv[8], mv[8];
     int is = 0;
     while (is <= nstep) {
-        const float8 isc = (rmin + rdelta * (lane + (float)is) + (float)nmax) / (mx - mn);
+        const float8 isc = QKG_DIV8(rmin + rdelta * (lane + (float)is) + (float)nmax, mx - mn);
         float8 sum_l = (float8)(0.0f), sum_l2 = (float8)(0.0f), sum_xl = (float8)(0.0f);
         for (int i = 0; i < n; i++) {
             const int8 l = max((int8)(0), min((int8)(nmax), qkg_nearest_int8(isc * (x[i] - mn))));
@@ -629,11 +638,11 @@ inline float qkg_make_qkx2_quants_v8(int n, int nmax, const float *x, const floa
             sum_xl += w * fl * x[i];
         }
         const float8 D = sum_w * sum_l2 - sum_l * sum_l;
-        float8 this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-        float8 this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+        float8 this_scale = QKG_DIV8(sum_w * sum_xl - sum_x * sum_l, D);
+        float8 this_min = QKG_DIV8(sum_l2 * sum_x - sum_l * sum_xl, D);
         const int8 pos = this_min > (float8)(0.0f);
         this_min = select(this_min, (float8)(0.0f), pos);
-        this_scale = select(this_scale, sum_xl / sum_l2, pos);
+        this_scale = select(this_scale, QKG_DIV8(sum_xl, sum_l2), pos);
         float8 cur_error = (float8)(0.0f);
         for (int i = 0; i < n; i++) {
             float8 diff = this_scale * convert_float8(vload8(i, lv)) + this_min - x[i];
@@ -679,7 +688,7 @@ inline float qkg_make_qx_quants_v8(int n, int nmax, const float *x, qkg_i8 *L)
     for (int batch = 0; batch < 3; batch++) {
         const int8 c = (int8)(0, 1, 2, 3, 4, 5, 6, 7) + 8 * batch;
         const float8 fis = convert_float8(select(c - 8, c - 9, c < 9));
-        const float8 isc = -((float)nmax + 0.1f * fis) / mx;
+        const float8 isc = QKG_DIV8(-((float)nmax + 0.1f * fis), mx);
         float8 slx = (float8)(0.0f), sl2 = (float8)(0.0f);
         for (int i = 0; i < n; i++) {
             const int8 l = max((int8)(-nmax), min((int8)(nmax - 1), qkg_nearest_int8(isc * x[i])));
@@ -696,7 +705,7 @@ inline float qkg_make_qx_quants_v8(int n, int nmax, const float *x, qkg_i8 *L)
         if (l2[c] > 0 && lx[c] * lx[c] > best * l2[c]) {
             for (int i = 0; i < n; i++)
                 L[i] = lv[24 * i + c];
-            scale = lx[c] / l2[c];
+            scale = QKG_DIV(lx[c], l2[c]);
             best = scale * lx[c];
         }
     }
@@ -725,7 +734,7 @@ inline void qkg_make_q3_quants_x8(const float *x, int sb0, qkg_i8 *L, float *sca
         mx = select(mx, xv[i], up);
     }
     const int8 live = !(amax < (float8)(QKG_GROUP_MAX_EPS));
-    const float8 iscale = (float8)(-nmax) / mx;
+    const float8 iscale = QKG_DIV8((float8)(-nmax), mx);
     float8 sumlx = (float8)(0.0f), suml2 = (float8)(0.0f);
     for (int i = 0; i < 16; i++) {
         lv[i] = max((int8)(-nmax), min((int8)(nmax - 1), qkg_nearest_int8(iscale * xv[i])));
@@ -742,7 +751,7 @@ inline void qkg_make_q3_quants_x8(const float *x, int sb0, qkg_i8 *L, float *sca
             float8 slx = sumlx - w * xv[i] * fL;
             const int8 c1 = slx > (float8)(0.0f);
             float8 sl2 = suml2 - w * fL * fL;
-            const int8 new_l = max((int8)(-nmax), min((int8)(nmax - 1), qkg_nearest_int8(xv[i] * sl2 / slx)));
+            const int8 new_l = max((int8)(-nmax), min((int8)(nmax - 1), qkg_nearest_int8(QKG_DIV8(xv[i] * sl2, slx))));
             const int8 c2 = c1 & (new_l != lv[i]);
             const float8 fn = convert_float8(new_l);
             slx += w * xv[i] * fn;
@@ -756,7 +765,7 @@ inline void qkg_make_q3_quants_x8(const float *x, int sb0, qkg_i8 *L, float *sca
         if (!any(changed & live))
             break;
     }
-    const float8 scale = select((float8)(0.0f), sumlx / suml2, live & (suml2 > (float8)(0.0f)));
+    const float8 scale = select((float8)(0.0f), QKG_DIV8(sumlx, suml2), live & (suml2 > (float8)(0.0f)));
     vstore8(scale, 0, scales + sb0);
     for (int i = 0; i < 16; i++) {
         char lb[8];
@@ -807,22 +816,22 @@ QKG_FN void qkg_quantize_q2_k(const float *x, qkg_u8 *y)
             max_min = min;
     }
     if (max_scale > 0) {
-        float iscale = q4scale / max_scale;
+        float iscale = QKG_DIV(q4scale, max_scale);
         for (int j = 0; j < QKG_QK_K / 16; j++)
             ysc[j] = (qkg_u8)qkg_nearest_int(iscale * scales[j]);
-        qkg_put_f16(yd, max_scale / q4scale);
+        qkg_put_f16(yd, QKG_DIV(max_scale, q4scale));
     } else {
         for (int j = 0; j < QKG_QK_K / 16; j++)
             ysc[j] = 0;
         qkg_put_f16(yd, 0.f);
     }
     if (max_min > 0) {
-        float iscale = q4scale / max_min;
+        float iscale = QKG_DIV(q4scale, max_min);
         for (int j = 0; j < QKG_QK_K / 16; j++) {
             int l = qkg_nearest_int(iscale * mins[j]);
             ysc[j] = (qkg_u8)(ysc[j] | ((qkg_u32)l << 4)); /* l < 0 possible: shifted as two's complement */
         }
-        qkg_put_f16(ydmin, max_min / q4scale);
+        qkg_put_f16(ydmin, QKG_DIV(max_min, q4scale));
     } else {
         qkg_put_f16(ydmin, 0.f);
     }
@@ -832,7 +841,7 @@ QKG_FN void qkg_quantize_q2_k(const float *x, qkg_u8 *y)
             continue;
         const float dm = qkg_get_f16(ydmin) * (ysc[j] >> 4);
         for (int ii = 0; ii < 16; ii++) {
-            int l = qkg_nearest_int((x[16 * j + ii] + dm) / d);
+            int l = qkg_nearest_int(QKG_DIV(x[16 * j + ii] + dm, d));
             l = QKG_MAX(0, QKG_MIN(3, l));
             L[16 * j + ii] = (qkg_u8)l;
         }
@@ -896,7 +905,7 @@ QKG_FN void qkg_quantize_q3_k(const float *x, qkg_u8 *y)
     for (int j = 0; j < 12; j++)
         ysc[j] = 0;
     if (max_scale != 0.0f) {
-        float iscale = -32.f / max_scale;
+        float iscale = QKG_DIV(-32.f, max_scale);
         for (int j = 0; j < QKG_QK_K / 16; j++) {
             qkg_i8 l = (qkg_i8)qkg_nearest_int(iscale * scales[j]);
             l = (qkg_i8)(QKG_MAX(-32, QKG_MIN(31, l)) + 32);
@@ -907,7 +916,7 @@ QKG_FN void qkg_quantize_q3_k(const float *x, qkg_u8 *y)
             l = (qkg_i8)(l >> 4);
             ysc[j % 4 + 8] = (qkg_u8)(ysc[j % 4 + 8] | (l << (2 * (j / 4))));
         }
-        qkg_put_f16(yd, 1 / iscale);
+        qkg_put_f16(yd, QKG_DIV(1, iscale));
     } else {
         qkg_put_f16(yd, 0.f);
     }
@@ -917,7 +926,7 @@ QKG_FN void qkg_quantize_q3_k(const float *x, qkg_u8 *y)
         if (d == 0.0f)
             continue;
         for (int ii = 0; ii < 16; ii++) {
-            int l = qkg_nearest_int(x[16 * j + ii] / d);
+            int l = qkg_nearest_int(QKG_DIV(x[16 * j + ii], d));
             l = QKG_MAX(-4, QKG_MIN(3, l));
             L[16 * j + ii] = (qkg_i8)(l + 4);
         }
@@ -976,7 +985,7 @@ QKG_FN void qkg_k_scales_mins(const float *x, qkg_u8 *y, qkg_u8 *L, int nmax, fl
         float sum_x2 = 0;
         for (int l = 0; l < 32; l++)
             sum_x2 += x[32 * j + l] * x[32 * j + l];
-        float av_x = QKG_SQRT(sum_x2 / 32);
+        float av_x = QKG_SQRT(QKG_DIV(sum_x2, 32));
         for (int l = 0; l < 32; l++)
             weights[l] = av_x + QKG_FABS(x[32 * j + l]);
         scales[j] = QKG_QKX2(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f,
@@ -988,8 +997,8 @@ QKG_FN void qkg_k_scales_mins(const float *x, qkg_u8 *y, qkg_u8 *L, int nmax, fl
         if (min > max_min)
             max_min = min;
     }
-    float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
-    float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+    float inv_scale = max_scale > 0 ? QKG_DIV(63.f, max_scale) : 0.f;
+    float inv_min = max_min > 0 ? QKG_DIV(63.f, max_min) : 0.f;
     for (int j = 0; j < QKG_QK_K / 32; j++) {
         qkg_u8 ls = (qkg_u8)qkg_nearest_int(inv_scale * scales[j]);
         qkg_u8 lm = (qkg_u8)qkg_nearest_int(inv_min * mins[j]);
@@ -1004,8 +1013,8 @@ QKG_FN void qkg_k_scales_mins(const float *x, qkg_u8 *y, qkg_u8 *L, int nmax, fl
             ysc[j - 0] = (qkg_u8)(ysc[j - 0] | ((lm >> 4) << 6));
         }
     }
-    qkg_put_f16(y, max_scale / 63.f);
-    qkg_put_f16(y + 2, max_min / 63.f);
+    qkg_put_f16(y, QKG_DIV(max_scale, 63.f));
+    qkg_put_f16(y + 2, QKG_DIV(max_min, 63.f));
     for (int j = 0; j < QKG_QK_K / 32; j++) {
         qkg_u8 sc, m;
         qkg_get_scale_min_k4(j, ysc, &sc, &m);
@@ -1014,7 +1023,7 @@ QKG_FN void qkg_k_scales_mins(const float *x, qkg_u8 *y, qkg_u8 *L, int nmax, fl
             continue;
         const float dm = qkg_get_f16(y + 2) * m;
         for (int ii = 0; ii < 32; ii++) {
-            int l = qkg_nearest_int((x[32 * j + ii] + dm) / d);
+            int l = qkg_nearest_int(QKG_DIV(x[32 * j + ii] + dm, d));
             l = QKG_MAX(0, QKG_MIN(nmax, l));
             L[32 * j + ii] = (qkg_u8)l;
         }
@@ -1127,8 +1136,8 @@ QKG_FN void qkg_quantize_q6_k(const float *x, qkg_u8 *y)
             y[j] = 0;
         return;
     }
-    float iscale = -128.f / max_scale;
-    qkg_put_f16(yd, 1 / iscale);
+    float iscale = QKG_DIV(-128.f, max_scale);
+    qkg_put_f16(yd, QKG_DIV(1, iscale));
     for (int ib = 0; ib < QKG_QK_K / 16; ib++)
         ysc[ib] = (qkg_u8)(qkg_i8)QKG_MIN(127, qkg_nearest_int(iscale * scales[ib]));
     for (int j = 0; j < QKG_QK_K / 16; j++) {
@@ -1136,7 +1145,7 @@ QKG_FN void qkg_quantize_q6_k(const float *x, qkg_u8 *y)
         if (d == 0.0f)
             continue;
         for (int ii = 0; ii < 16; ii++) {
-            int l = qkg_nearest_int(x[16 * j + ii] / d);
+            int l = qkg_nearest_int(QKG_DIV(x[16 * j + ii], d));
             l = QKG_MAX(-32, QKG_MIN(31, l));
             L[16 * j + ii] = (qkg_i8)(l + 32);
         }

@@ -112,6 +112,43 @@ QK_DEFINE_DIVF_FIX(qk_divf_fix8, float8, int8, uint8)
 #define QK_DIV_double(a, b) ((a) / (b))
 #define QK_DIV_double8(a, b) ((a) / (b))
 
+/* Square root by the same modes (ggml's Q4_K/Q5_K weights): mode 0 the device's
+ * sqrt under -cl-fp32-correctly-rounded-divide-sqrt; mode 1 in double (the
+ * double sqrt is correctly rounded, and 53 >= 2 * 24 + 2 makes rounding it to
+ * float innocuous); mode 2 the device's sqrt (3 ulp) corrected by Tuckerman's
+ * test: s is the nearest float to sqrt(f) iff s * s- < f <= s * s+ (s-, s+ its
+ * neighbours), each product's sign against f exact from one fma. f is x
+ * scaled by an even power of two into [0.5, 2), so nothing overflows or
+ * underflows there and the scaling back is exact. Zeros, negatives, infinities
+ * and NaN keep the device's sqrt, which IEEE fixes exactly. */
+inline float qk_sqrtf_fix(float x)
+{
+    if (!(x > 0.0f) || isinf(x))
+        return sqrt(x);
+    int e;
+    float f = frexp(x, &e);
+    if (e & 1) {
+        f *= 2.0f;
+        e -= 1;
+    }
+    float s = sqrt(f);
+    for (int i = 0; i < 3; i++) {
+        const float lo = nextafter(s, 0.0f), hi = nextafter(s, INFINITY);
+        if (fma(s, lo, -f) >= 0.0f)
+            s = lo;
+        else if (fma(s, hi, -f) < 0.0f)
+            s = hi;
+    }
+    return ldexp(s, e / 2);
+}
+#if QK_DIV_MODE == 0
+#define QK_SQRT_float(v) sqrt(v)
+#elif QK_DIV_MODE == 1
+#define QK_SQRT_float(v) ((float)sqrt((double)(v)))
+#else
+#define QK_SQRT_float(v) qk_sqrtf_fix(v)
+#endif
+
 /* Source modes of the order-statistics kernels (mirrored in host/opencl/ocl.h). */
 #define QK_MODE_SKIP_NONFINITE 1u /* leave NaN/Inf out */
 #define QK_MODE_ABS            2u /* keys of |x| */
