@@ -521,6 +521,8 @@ def main():
     ap.add_argument("--lib", required=True)
     ap.add_argument("--build-dir", required=True)
     ap.add_argument("--backends", default="cpu")
+    ap.add_argument("--skip-without-device", action="store_true",
+                    help="exit 77 (skip) when no backend but the CPU can run")
     args = ap.parse_args()
     if install_gguf(args.build_dir) is None:
         if os.environ.get("QKERN_TEST_OFFLINE") == "1":
@@ -535,6 +537,18 @@ def main():
         print("FAILED: cpu context: " + msg)
         return 1
     backends = [b for b in args.backends.split(",") if b]
+    # A backend without a device (CUDA on a machine without a GPU) skips the
+    # whole run, saying so, when it is the one asked for besides the CPU.
+    for b in [b for b in backends if b != "cpu"]:
+        st, ctx, msg = qk.context_create(b)
+        if st == QK_OK:
+            qk.context_destroy(ctx)
+            continue
+        print("SKIPPED: backend %s: %s" % (b, msg))
+        backends.remove(b)
+    if args.backends != "cpu" and backends == ["cpu"] and args.skip_without_device:
+        qk.context_destroy(cpu)
+        return 77
     with tempfile.TemporaryDirectory() as tmp:
         for fn, fa in ((test_safetensors, (args, gguf, qk, cpu, tmp, backends)),
                        (test_gguf_input, (args, gguf, qk, cpu, tmp, backends)),
