@@ -33,7 +33,7 @@ typedef uint qkg_u32;
  * QK_DIV_MODE (a / b where the program is built with
  * -cl-fp32-correctly-rounded-divide-sqrt; in double; or corrected). OpenCL's
  * plain / and sqrt are 2.5 and 3 ulp without that option (Mesa llvmpipe, many
- * GPUs without fp64), which changed Q3_K's bytes on rusticl. */
+ * GPUs without fp64). */
 #define QKG_DIV(a, b) QK_DIV_float((float)(a), (float)(b))
 #define QKG_DIV8(a, b) QK_DIV_float8(a, b)
 #define QKG_SQRT(v) QK_SQRT_float(v)
@@ -907,8 +907,12 @@ QKG_FN void qkg_quantize_q3_k(const float *x, qkg_u8 *y)
     if (max_scale != 0.0f) {
         float iscale = QKG_DIV(-32.f, max_scale);
         for (int j = 0; j < QKG_QK_K / 16; j++) {
-            qkg_i8 l = (qkg_i8)qkg_nearest_int(iscale * scales[j]);
-            l = (qkg_i8)(QKG_MAX(-32, QKG_MIN(31, l)) + 32);
+            /* ggml narrows to int8_t before clamping; |iscale * scales[j]| <= 32
+             * (max_scale has the largest magnitude), so the int clamps alike. And
+             * Mesa 25's llvmpipe miscompiles the clamp of an 8-bit value
+             * ((char)32 clamped to 31 gave -32: Q3_K's bytes on rusticl). */
+            const int li = qkg_nearest_int(iscale * scales[j]);
+            qkg_i8 l = (qkg_i8)(QKG_MAX(-32, QKG_MIN(31, li)) + 32);
             if (j < 8)
                 ysc[j] = (qkg_u8)(l & 0xF);
             else
