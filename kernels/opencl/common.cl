@@ -73,14 +73,31 @@
  * remainders are exact, so the last q is the nearest float (a tie cannot occur:
  * a quotient of two 24-bit significands is never a 25-bit midpoint). Three steps
  * cover the 2.5 ulp the spec allows. ldexp puts the exponent back: exact for a
- * normal result; a subnormal result (|a/b| < 2^-126) may be one unit off in its
- * last place (it rounds to +-0 in every qkern use). Zeros, infinities and NaN
+ * normal result; a subnormal one is rounded again there and corrected after
+ * (ggml's Q4_0 of subnormal input divides to subnormals). Zeros, infinities and NaN
  * keep the device's own quotient, which IEEE fixes exactly. */
+/* frexp of |v| from its bits, subnormals scaled by 2^24 first: a device without
+ * denormal support (Mesa's llvmpipe) need not give frexp of a subnormal. Zeros,
+ * infinities and NaN give nonsense here; the division keeps its own quotient
+ * for them. */
+#define QK_DEFINE_FREXP(T, IT, UT)                                                      \
+    inline T qk_frexp_##T(T v, IT *e)                                                   \
+    {                                                                                   \
+        const T av = fabs(v);                                                           \
+        const IT sub = av < (T)(FLT_MIN);                                               \
+        const T sv = select(av, av * 16777216.0f, sub);                                 \
+        const UT bits = as_##UT(sv);                                                    \
+        *e = convert_##IT((bits >> 23) & (UT)(0xffu)) - 126 - select((IT)(0), (IT)(24), sub); \
+        return as_##T((bits & (UT)(0x007fffffu)) | (UT)(0x3f000000u));                 \
+    }
+QK_DEFINE_FREXP(float, int, uint)
+QK_DEFINE_FREXP(float8, int8, uint8)
+
 #define QK_DEFINE_DIVF_FIX(NAME, T, IT, UT)                                             \
     inline T NAME(T a, T b)                                                             \
     {                                                                                   \
         IT ea, eb;                                                                      \
-        T x = frexp(fabs(a), &ea), y = frexp(fabs(b), &eb);                             \
+        T x = qk_frexp_##T(a, &ea), y = qk_frexp_##T(b, &eb);                           \
         T q = x / y;                                                                    \
         T r = fma(-q, y, x);                                                            \
         for (int i = 0; i < 3; i++) {                                                   \
@@ -90,7 +107,25 @@
             q = select(q, qn, move);                                                    \
             r = select(r, rn, move);                                                    \
         }                                                                               \
-        T m = ldexp(q, ea - eb);                                                        \
+        const IT e = ea - eb;                                                           \
+        T m = ldexp(q, e);                                                              \
+        /* A subnormal quotient: ldexp rounded q's 24 bits a second time, which can be   \
+         * one unit (2^-149) off. Scaled by 2^-e, the candidate mp, the unit up and each   \
+         * midpoint mp +- up/2 are exact floats (a subnormal has at most 23 bits), so      \
+         * fma(-mid, y, x) says exactly on which side of a midpoint x/y lies; 0 is a tie,  \
+         * which goes to the even multiple of the unit. */                               \
+        const T up = ldexp((T)(1.0f), -149 - e), per = ldexp((T)(1.0f), 149 + e);      \
+        T mp = trunc(q * per) * up;                                                     \
+        for (int i = 0; i < 2; i++) {                                                   \
+            const T rh = fma(-(mp + up * 0.5f), y, x), rl = fma(-(mp - up * 0.5f), y, x);  \
+            const IT odd = (convert_##IT(mp * per) & 1) != 0;                             \
+            const IT inc = (rh > (T)(0.0f)) | ((rh == (T)(0.0f)) & odd);                  \
+            const IT dec = !inc & (mp > (T)(0.0f)) & ((rl < (T)(0.0f)) | ((rl == (T)(0.0f)) & odd)); \
+            mp = select(mp, mp + up, inc);                                              \
+            mp = select(mp, mp - up, dec);                                              \
+        }                                                                               \
+        /* mp / up units of 2^-149: the bits of the subnormal (or of FLT_MIN) */         \
+        m = select(m, as_##T(convert_##UT(mp * per)), (m <= (T)(FLT_MIN)) & (e >= -152)); \
         m = as_##T(as_##UT(m) | ((as_##UT(a) ^ as_##UT(b)) & (UT)(0x80000000u)));       \
         IT special = (a == (T)(0.0f)) | (b == (T)(0.0f)) | isinf(a) | isinf(b) | isnan(a) | isnan(b); \
         return select(m, a / b, special);                                               \
