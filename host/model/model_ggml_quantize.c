@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "gguf.h"
+#include "internal.h"
 #include "model_convert.h"
 #include "model_meta.h"
 #include "model_run.h"
@@ -40,11 +41,6 @@ static uint32_t file_type(qk_ggml_type t)
     return 0;
 }
 
-static int is_float(qk_dtype d)
-{
-    return d == QK_F32 || d == QK_F64 || d == QK_F16 || d == QK_BF16;
-}
-
 static qk_status plan_items(mr_run *r, const char *const *reasons, int64_t blck, size_t out_bytes_per_block)
 {
     r->n_items = r->in.n;
@@ -57,7 +53,7 @@ static qk_status plan_items(mr_run *r, const char *const *reasons, int64_t blck,
         it->kind = MR_COPY;
         it->src = i;
         it->ggml = t->ggml_type;
-        if (!is_float(t->dtype)) {
+        if (!qk_dtype_is_float(t->dtype)) {
             const qk_ggml_type_traits *tt = t->ggml_type >= 0 ? qk_ggml_type_get((uint32_t)t->ggml_type) : NULL;
             it->reason = tt && tt->blck_size > 1 ? "already in a ggml block type" : "not a float tensor";
             continue;

@@ -8,16 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "internal.h"
 #include "model_convert.h"
 #include "model_format.h"
 #include "model_run.h"
 
 #define BACKEND_BYTES 8.0 /* per element: what a backend may hold beside the caller's buffers (device copy, keys) */
-
-static int is_float(qk_dtype d)
-{
-    return d == QK_F32 || d == QK_F64 || d == QK_F16 || d == QK_BF16;
-}
 
 static char *concat(const char *a, const char *b)
 {
@@ -103,7 +99,7 @@ static qk_status plan_items(mr_run *r, const patterns *inc, const patterns *exc)
         const mi_tensor *t = &r->in.t[i];
         it->kind = MR_COPY;
         it->src = i;
-        if (!is_float(t->dtype)) {
+        if (!qk_dtype_is_float(t->dtype)) {
             it->reason = "not a float tensor";
             continue;
         }
