@@ -280,9 +280,8 @@ static const qk_backend_iface cpu_iface = {
     .quantize = cpu_quantize,
     .dequantize = cpu_dequantize,
     .error = cpu_error,
-    .ggml_quantize = qk_cpu_ggml_quantize,
     .ggml_dequantize = qk_cpu_ggml_dequantize,
-    .ggml_quantize_checked = qk_cpu_ggml_quantize_checked,
+    .ggml_quantize_checked = qk_cpu_ggml_quantize,
 };
 
 qk_status qk_cpu_backend_create(qk_context *ctx, int device, qk_backend **out)

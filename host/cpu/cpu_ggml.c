@@ -42,11 +42,23 @@ static void *tensor_ptr(const qk_tensor *t)
     return t->host ? t->host : (char *)t->buffer->handle + t->offset;
 }
 
-qk_status qk_cpu_ggml_quantize(qk_backend *be, const qk_tensor *x, int type, qk_tensor *out)
+/* Nonzero when any of x[0..n) is NaN or infinite (all exponent bits set). */
+static int any_nonfinite(const float *x, int n)
+{
+    qkg_u32 bad = 0;
+    for (int i = 0; i < n; i++)
+        bad |= (qkg_f2u(x[i]) & 0x7f800000u) == 0x7f800000u;
+    return bad != 0;
+}
+
+/* F32/F16/BF16 pass through (any value); the block types block by block, the
+ * finiteness check done while the block is in cache: one pass over x. */
+qk_status qk_cpu_ggml_quantize(qk_backend *be, const qk_tensor *x, int type, qk_tensor *out, int *nonfinite)
 {
     const float *src = tensor_ptr(x);
     qkg_u8 *dst = tensor_ptr(out);
     int64_t n = x->n;
+    *nonfinite = 0;
     if (type == QKG_F32) {
         memcpy(dst, src, (size_t)n * 4);
         return QK_OK;
@@ -62,33 +74,8 @@ qk_status qk_cpu_ggml_quantize(qk_backend *be, const qk_tensor *x, int type, qk_
     const qkg_kind *k = find_kind(type);
     if (!k)
         return qk_set_error(be->ctx, QK_ERR_UNSUPPORTED, "cpu: ggml type %d is not supported", type);
-    for (int64_t b = 0; b < n / k->elems; b++)
-        k->quant(src + b * k->elems, dst + b * k->bytes);
-    return QK_OK;
-}
-
-/* Nonzero when any of x[0..n) is NaN or infinite (all exponent bits set). */
-static int any_nonfinite(const float *x, int n)
-{
-    qkg_u32 bad = 0;
-    for (int i = 0; i < n; i++)
-        bad |= (qkg_f2u(x[i]) & 0x7f800000u) == 0x7f800000u;
-    return bad != 0;
-}
-
-/* qk_cpu_ggml_quantize with the finiteness check done block by block while the
- * block is in cache: one pass over x. */
-qk_status qk_cpu_ggml_quantize_checked(qk_backend *be, const qk_tensor *x, int type, qk_tensor *out,
-                                       int *nonfinite)
-{
-    *nonfinite = 0;
-    const qkg_kind *k = find_kind(type);
-    if (!k)
-        return qk_cpu_ggml_quantize(be, x, type, out);
-    const float *src = tensor_ptr(x);
-    qkg_u8 *dst = tensor_ptr(out);
     int bad = 0;
-    for (int64_t b = 0; b < x->n / k->elems; b++) {
+    for (int64_t b = 0; b < n / k->elems; b++) {
         bad |= any_nonfinite(src + b * k->elems, k->elems);
         k->quant(src + b * k->elems, dst + b * k->bytes);
     }
